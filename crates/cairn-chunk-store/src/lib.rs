@@ -1,0 +1,1 @@
+//! Local replica storage: per-block CRC32C, journaled mutations, durable renames

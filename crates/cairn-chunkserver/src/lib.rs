@@ -1,0 +1,1 @@
+//! The Cairn chunk server: replica data path, chain replication, heartbeats

@@ -1,0 +1,1 @@
+//! Cairn client library: metadata calls, chain writes, verified reads, retries

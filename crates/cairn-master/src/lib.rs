@@ -1,0 +1,1 @@
+//! The Cairn master: operation log, checkpoints, namespace RPCs, placement, leases, heartbeats

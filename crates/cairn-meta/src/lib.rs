@@ -1,0 +1,1 @@
+//! Cairn's namespace state machine: pure, deterministic apply(command) -> result

@@ -1,0 +1,23 @@
+//! Cairn's wire protocol: the generated gRPC code (`pb`), the error kinds every crate maps
+//! its errors onto, and domain types validated once at the edge (paths).
+//!
+//! This crate holds no logic beyond conversion and validation; it must never do I/O.
+
+pub mod error;
+pub mod path;
+
+pub use error::{ErrorKind, FAILED_SERVER_HEADER};
+pub use path::{CairnPath, PathError, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+
+/// Generated protobuf and gRPC code for package `cairn.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("cairn.v1");
+}
+
+/// Maximum size of a single gRPC message we send or accept. Data moves in ~1 MiB pieces;
+/// metadata replies (long listings, full chunk reports) are paged well below this.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Size of a data piece on the wire.
+pub const DATA_PIECE_BYTES: usize = 1 << 20;

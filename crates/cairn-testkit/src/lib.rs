@@ -1,0 +1,1 @@
+//! In-process and process-level Cairn test clusters
