@@ -1,1 +1,111 @@
-//! The Cairn chunk server: replica data path, chain replication, heartbeats
+//! The Cairn chunk server: stores replicas (through `cairn-chunk-store`), takes part in
+//! chain writes, serves verified reads, and reports to the master.
+//!
+//! Entry point: [`run`] takes a config, an already-bound listener and a shutdown token, so
+//! tests can run chunk servers in-process on ephemeral ports.
+
+mod control;
+pub mod error;
+mod heartbeat;
+mod read;
+pub mod server;
+mod service;
+mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_chunk_store::{ChunkStore, StoreConfig};
+use cairn_common::CancellationToken;
+use cairn_proto::pb::chunk_service_server::ChunkServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use server::ChunkServer;
+pub use service::ChunkServiceImpl;
+
+/// Everything a chunk server needs to run.
+#[derive(Clone, Debug)]
+pub struct ChunkServerConfig {
+    /// Holds `server.id` and the replica store.
+    pub data_dir: PathBuf,
+    /// The master's RPC address.
+    pub master_addr: String,
+    /// Address to announce; defaults to the listener's address.
+    pub advertise_addr: Option<String>,
+    pub heartbeat_interval: Duration,
+    /// How often the full replica list is re-sent, to heal any drift.
+    pub full_report_interval: Duration,
+    /// Free space below which no new replicas are taken.
+    pub reserve_bytes: u64,
+}
+
+impl ChunkServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, master_addr: impl Into<String>) -> ChunkServerConfig {
+        ChunkServerConfig {
+            data_dir: data_dir.into(),
+            master_addr: master_addr.into(),
+            advertise_addr: None,
+            heartbeat_interval: Duration::from_secs(1),
+            full_report_interval: Duration::from_secs(300),
+            reserve_bytes: 0,
+        }
+    }
+}
+
+/// Errors that stop a chunk server from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("replica store: {0}")]
+    Store(#[from] cairn_chunk_store::StoreError),
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}
+
+/// Opens the store and serves until `shutdown` fires. Shutdown order: stop accepting and
+/// finish in-flight requests, stop heartbeats (the master then marks this server dead).
+pub async fn run(
+    config: ChunkServerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ChunkServerError> {
+    let dir_err = |source| ChunkServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    let id = server::load_or_create_id(&config.data_dir).map_err(dir_err)?;
+    let addr = match &config.advertise_addr {
+        Some(a) => a.clone(),
+        None => listener.local_addr().map_err(dir_err)?.to_string(),
+    };
+    let store_cfg = StoreConfig {
+        reserve_bytes: config.reserve_bytes,
+        ..StoreConfig::default()
+    };
+    let store_dir = config.data_dir.join("store");
+    let (store, report) =
+        tokio::task::spawn_blocking(move || ChunkStore::open(&store_dir, store_cfg))
+            .await
+            .map_err(|e| ChunkServerError::Serve(e.to_string()))??;
+    tracing::info!(id, %addr, replicas = report.replicas, replayed = report.journal_records_replayed,
+        torn_tail_cut = report.torn_tail_cut, bad = ?report.bad_replicas_removed, "chunk store opened");
+    let server = Arc::new(ChunkServer::new(id, addr, config, Arc::new(store)));
+    let heartbeats = tokio::spawn(server.clone().heartbeat_loop(shutdown.clone()));
+    let service = ChunkServiceServer::new(ChunkServiceImpl {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+    let result = cairn_common::grpc::server()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await;
+    heartbeats.abort();
+    result.map_err(|e| ChunkServerError::Serve(e.to_string()))
+}

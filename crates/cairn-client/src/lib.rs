@@ -1,1 +1,555 @@
-//! Cairn client library: metadata calls, chain writes, verified reads, retries
+//! The Cairn client library: namespace calls to the master, and data moved straight to and
+//! from chunk servers (chain writes, verified reads with replica failover).
+//!
+//! ```no_run
+//! # async fn demo() -> cairn_client::Result<()> {
+//! let client = cairn_client::Client::connect(cairn_client::ClientConfig::new("127.0.0.1:5011")).await?;
+//! client.mkdir("/logs", true).await?;
+//! client.write_all("/logs/a.txt", bytes::Bytes::from_static(b"hello"), false).await?;
+//! let data = client.read_all("/logs/a.txt").await?;
+//! assert_eq!(&data[..], b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! Every call is bounded in time: the master is retried while unavailable until the
+//! configured deadline, then the call fails with `Timeout`.
+
+mod error;
+#[macro_use]
+mod master;
+mod read;
+mod write;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
+use cairn_proto::{CairnPath, ErrorKind, pb};
+use tonic::transport::Channel;
+
+pub use cairn_proto::ErrorKind as Kind;
+pub use error::{Error, Result};
+pub use read::FileReader;
+pub use write::FileWriter;
+
+use master::MasterConn;
+use write::Payload;
+
+/// How a client reaches and waits for the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The master's address, `host:port`.
+    pub master_addr: String,
+    /// Longest a call waits for an unavailable master, retries included.
+    pub deadline: Duration,
+    /// Longest one attempt at a master call may take.
+    pub attempt_timeout: Duration,
+    /// Size of the mutations a streaming writer sends (it buffers one and sends one).
+    pub write_segment: usize,
+    /// Chunks written concurrently by `put_file` and `write_all`.
+    pub write_parallelism: usize,
+}
+
+impl ClientConfig {
+    pub fn new(master_addr: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            master_addr: master_addr.into(),
+            deadline: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(10),
+            write_segment: 8 << 20,
+            write_parallelism: 2,
+        }
+    }
+}
+
+/// Kind of a namespace entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// Attributes of a file or directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attr {
+    pub inode: u64,
+    pub file_type: FileType,
+    /// Bytes of a file; entries of a directory.
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub nlink: u32,
+    pub goal: u32,
+    pub chunk_count: u64,
+}
+
+impl Attr {
+    pub(crate) fn from_pb(a: Option<pb::Attr>) -> Result<Attr> {
+        let a =
+            a.ok_or_else(|| Error::new(ErrorKind::Internal, "the master sent no attributes"))?;
+        let file_type = match pb::FileType::try_from(a.file_type) {
+            Ok(pb::FileType::File) => FileType::File,
+            Ok(pb::FileType::Directory) => FileType::Directory,
+            Ok(pb::FileType::Symlink) => FileType::Symlink,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "unknown file type from the master",
+                ));
+            }
+        };
+        Ok(Attr {
+            inode: a.inode,
+            file_type,
+            size: a.size,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+            ctime_ns: a.ctime_ns,
+            nlink: a.nlink,
+            goal: a.goal,
+            chunk_count: a.chunk_count,
+        })
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.file_type == FileType::Directory
+    }
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// Where one chunk of a file lives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChunkInfo {
+    pub index: u64,
+    /// 0 for a hole.
+    pub chunk_id: u64,
+    pub version: u64,
+    /// Bytes of the file inside this chunk.
+    pub length: u64,
+    pub replicas: Vec<String>,
+}
+
+pub(crate) struct Inner {
+    pub master: MasterConn,
+    config: ClientConfig,
+    chunk_clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+}
+
+impl Inner {
+    pub(crate) fn chunk_client(
+        &self,
+        addr: &str,
+    ) -> Result<ChunkServiceClient<Channel>, tonic::Status> {
+        let mut clients = self.chunk_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = cairn_common::grpc::lazy_channel(addr, Duration::from_secs(2))
+            .map_err(|e| ErrorKind::Unavailable.status(format!("chunk server {addr}: {e}")))?;
+        let c = ChunkServiceClient::new(ch)
+            .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Attributes, chunk size and locations of chunks `[first, first+count)` (count 0: all).
+    pub(crate) async fn chunk_locations(
+        &self,
+        inode: u64,
+        first: u64,
+        count: u64,
+    ) -> Result<(Attr, u64, Vec<pb::ChunkLocation>)> {
+        let r = self
+            .master
+            .call(
+                "get chunks",
+                rpc!(
+                    get_chunks,
+                    pb::GetChunksRequest {
+                        path: String::new(),
+                        inode,
+                        first_index: first,
+                        count
+                    }
+                ),
+            )
+            .await?;
+        Ok((Attr::from_pb(r.attr)?, r.chunk_size, r.chunks))
+    }
+
+    pub(crate) async fn report_replica(
+        &self,
+        chunk_id: u64,
+        version: u64,
+        server_id: u64,
+        kind: ErrorKind,
+        detail: &str,
+    ) {
+        let kind = match kind {
+            ErrorKind::Corrupt => pb::FailureKind::Corrupt,
+            _ => pb::FailureKind::Stale,
+        } as i32;
+        let req = pb::ReportFailureRequest {
+            chunk_id,
+            version,
+            server_id,
+            kind,
+            detail: detail.to_string(),
+        };
+        if let Err(e) = self
+            .master
+            .call("report failure", rpc!(report_failure, req.clone()))
+            .await
+        {
+            tracing::warn!(chunk_id, error = %e, "could not report a failed replica");
+        }
+    }
+}
+
+/// A connection to a Cairn cluster. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn path(p: &str) -> Result<CairnPath> {
+    CairnPath::parse_lenient(p).map_err(|e| Error::invalid_path(p, e))
+}
+
+impl Client {
+    /// Connects lazily: nothing is sent until the first call.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let master = MasterConn::new(&config.master_addr, config.deadline, config.attempt_timeout)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                master,
+                config,
+                chunk_clients: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Creates a directory; with `parents`, missing parents too, and an existing directory
+    /// is not an error.
+    pub async fn mkdir(&self, p: &str, parents: bool) -> Result<Attr> {
+        let path = path(p)?.to_string();
+        let req = self.inner.master.request_id();
+        let r = self
+            .inner
+            .master
+            .call(
+                "mkdir",
+                rpc!(
+                    mkdir,
+                    pb::MkdirRequest {
+                        req: Some(req),
+                        path: path.clone(),
+                        parents,
+                        mode: 0
+                    }
+                ),
+            )
+            .await?;
+        Attr::from_pb(r.attr)
+    }
+
+    /// Creates an empty file; with `overwrite`, an existing file is emptied instead of an
+    /// `AlreadyExists` error.
+    pub async fn create(&self, p: &str, overwrite: bool) -> Result<Attr> {
+        let path = path(p)?.to_string();
+        let req = self.inner.master.request_id();
+        let r = self
+            .inner
+            .master
+            .call(
+                "create",
+                rpc!(
+                    create,
+                    pb::CreateRequest {
+                        req: Some(req),
+                        path: path.clone(),
+                        overwrite,
+                        mode: 0,
+                        goal: 0
+                    }
+                ),
+            )
+            .await?;
+        Attr::from_pb(r.attr)
+    }
+
+    pub async fn stat(&self, p: &str) -> Result<Attr> {
+        let path = path(p)?.to_string();
+        let r = self
+            .inner
+            .master
+            .call("stat", rpc!(stat, pb::StatRequest { path: path.clone() }))
+            .await?;
+        Attr::from_pb(r.attr)
+    }
+
+    /// Every entry of a directory, sorted by name.
+    pub async fn list(&self, p: &str) -> Result<Vec<DirEntry>> {
+        let path = path(p)?.to_string();
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let start_after = after.clone();
+            let r = self
+                .inner
+                .master
+                .call(
+                    "list",
+                    rpc!(
+                        list,
+                        pb::ListRequest {
+                            path: path.clone(),
+                            start_after: start_after.clone(),
+                            limit: 5000
+                        }
+                    ),
+                )
+                .await?;
+            for e in r.entries {
+                after = e.name.clone();
+                out.push(DirEntry {
+                    name: e.name,
+                    attr: Attr::from_pb(e.attr)?,
+                });
+            }
+            if !r.truncated {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Renames atomically, replacing an existing file target (POSIX `rename`).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (path(from)?.to_string(), path(to)?.to_string());
+        let req = self.inner.master.request_id();
+        self.inner
+            .master
+            .call(
+                "rename",
+                rpc!(
+                    rename,
+                    pb::RenameRequest {
+                        req: Some(req),
+                        from: from.clone(),
+                        to: to.clone(),
+                        no_replace: false
+                    }
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a file or an empty directory; with `recursive`, a whole tree.
+    pub async fn delete(&self, p: &str, recursive: bool) -> Result<()> {
+        let path = path(p)?.to_string();
+        let req = self.inner.master.request_id();
+        self.inner
+            .master
+            .call(
+                "delete",
+                rpc!(
+                    delete,
+                    pb::DeleteRequest {
+                        req: Some(req),
+                        path: path.clone(),
+                        recursive
+                    }
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates (or, with `overwrite`, empties) a file and writes `data` into it. Returns once
+    /// every byte is durable on every replica.
+    pub async fn write_all(&self, p: &str, data: Bytes, overwrite: bool) -> Result<Attr> {
+        let attr = self.create(p, overwrite).await?;
+        let chunk_size = self.chunk_size(attr.inode).await?;
+        let len = data.len() as u64;
+        self.inner
+            .write_range(
+                attr.inode,
+                chunk_size,
+                0,
+                Payload::Memory(data),
+                self.inner.config.write_parallelism,
+            )
+            .await?;
+        self.inner.commit_write(attr.inode, len).await
+    }
+
+    /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
+    /// (again, if a replica fails), so memory stays small whatever the file's size.
+    pub async fn put_file(&self, local: &Path, p: &str, overwrite: bool) -> Result<Attr> {
+        let file = std::fs::File::open(local)
+            .map_err(|e| Error::new(ErrorKind::NotFound, format!("{}: {e}", local.display())))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("{}: {e}", local.display())))?
+            .len();
+        let attr = self.create(p, overwrite).await?;
+        let chunk_size = self.chunk_size(attr.inode).await?;
+        let payload = Payload::File {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        };
+        self.inner
+            .write_range(
+                attr.inode,
+                chunk_size,
+                0,
+                payload,
+                self.inner.config.write_parallelism,
+            )
+            .await?;
+        self.inner.commit_write(attr.inode, len).await
+    }
+
+    /// Creates (or empties) a file and returns a streaming writer for it.
+    pub async fn writer(&self, p: &str, overwrite: bool) -> Result<FileWriter> {
+        let attr = self.create(p, overwrite).await?;
+        let chunk_size = self.chunk_size(attr.inode).await?;
+        Ok(FileWriter::new(
+            self.inner.clone(),
+            attr.inode,
+            chunk_size,
+            self.inner.config.write_segment,
+            0,
+        ))
+    }
+
+    async fn chunk_size(&self, inode: u64) -> Result<u64> {
+        let (_, chunk_size, _) = self.inner.chunk_locations(inode, 0, 1).await?;
+        if chunk_size == 0 {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "the master reported a chunk size of 0",
+            ));
+        }
+        Ok(chunk_size)
+    }
+
+    /// A reader over `[offset, offset+len)` of a file (clipped to its length).
+    pub async fn reader_range(&self, p: &str, offset: u64, len: u64) -> Result<FileReader> {
+        let path = path(p)?.to_string();
+        let r = self
+            .inner
+            .master
+            .call(
+                "get chunks",
+                rpc!(
+                    get_chunks,
+                    pb::GetChunksRequest {
+                        path: path.clone(),
+                        inode: 0,
+                        first_index: 0,
+                        count: 0
+                    }
+                ),
+            )
+            .await?;
+        let attr = Attr::from_pb(r.attr)?;
+        if attr.is_dir() {
+            return Err(Error::new(
+                ErrorKind::IsADirectory,
+                format!("{p}: is a directory"),
+            ));
+        }
+        Ok(FileReader::start(
+            self.inner.clone(),
+            attr,
+            r.chunk_size,
+            r.chunks,
+            offset,
+            len,
+        ))
+    }
+
+    /// A reader over the whole file.
+    pub async fn reader(&self, p: &str) -> Result<FileReader> {
+        self.reader_range(p, 0, u64::MAX).await
+    }
+
+    /// Reads a byte range into memory.
+    pub async fn read(&self, p: &str, offset: u64, len: u64) -> Result<Bytes> {
+        self.reader_range(p, offset, len).await?.read_to_end().await
+    }
+
+    /// Reads a whole file into memory (use [`Client::reader`] for large files).
+    pub async fn read_all(&self, p: &str) -> Result<Bytes> {
+        self.reader(p).await?.read_to_end().await
+    }
+
+    /// Where each chunk of a file lives.
+    pub async fn chunks(&self, p: &str) -> Result<(Attr, Vec<ChunkInfo>)> {
+        let path = path(p)?.to_string();
+        let r = self
+            .inner
+            .master
+            .call(
+                "get chunks",
+                rpc!(
+                    get_chunks,
+                    pb::GetChunksRequest {
+                        path: path.clone(),
+                        inode: 0,
+                        first_index: 0,
+                        count: 0
+                    }
+                ),
+            )
+            .await?;
+        let attr = Attr::from_pb(r.attr)?;
+        let cs = r.chunk_size.max(1);
+        let chunks = r
+            .chunks
+            .into_iter()
+            .map(|c| ChunkInfo {
+                index: c.index,
+                chunk_id: c.chunk_id,
+                version: c.version,
+                length: attr.size.saturating_sub(c.index * cs).min(cs),
+                replicas: c.replicas.into_iter().map(|r| r.addr).collect(),
+            })
+            .collect();
+        Ok((attr, chunks))
+    }
+
+    /// The cluster's state as the master sees it.
+    pub async fn status(&self) -> Result<pb::ClusterStatusResponse> {
+        self.inner
+            .master
+            .call("status", rpc!(cluster_status, pb::ClusterStatusRequest {}))
+            .await
+    }
+}

@@ -1,1 +1,13 @@
-//! Shared kit: ids, config helpers, tracing setup, shutdown, crash-safe fs helpers, gRPC tuning
+//! Shared kit for every Cairn role: gRPC transport tuning, lease MACs, crash-safe file
+//! helpers, human-readable sizes, clocks, and tracing setup.
+//!
+//! Nothing here knows about the namespace or the data path; it must stay free of policy.
+
+pub mod fsutil;
+pub mod grpc;
+pub mod lease;
+pub mod logging;
+pub mod size;
+pub mod time;
+
+pub use tokio_util::sync::CancellationToken;

@@ -6,8 +6,8 @@
 pub mod error;
 pub mod path;
 
-pub use error::{ErrorKind, FAILED_SERVER_HEADER};
-pub use path::{CairnPath, PathError, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+pub use error::{ErrorKind, FAILED_SERVER_HEADER, blame_server, failed_server};
+pub use path::{CairnPath, MAX_COMPONENT_LEN, MAX_PATH_LEN, PathError};
 
 /// Generated protobuf and gRPC code for package `cairn.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -88,7 +88,11 @@ impl CairnPath {
             return None;
         }
         let cut = self.0.rfind('/').expect("a valid path starts with '/'");
-        let parent = if cut == 0 { "/".to_string() } else { self.0[..cut].to_string() };
+        let parent = if cut == 0 {
+            "/".to_string()
+        } else {
+            self.0[..cut].to_string()
+        };
         Some((CairnPath(parent), &self.0[cut + 1..]))
     }
 
@@ -179,7 +183,15 @@ mod tests {
 
     #[test]
     fn accepts_good_paths() {
-        for p in ["/", "/a", "/a/b", "/a b/c.d", "/ünï/código", "/...", "/.hidden"] {
+        for p in [
+            "/",
+            "/a",
+            "/a/b",
+            "/a b/c.d",
+            "/ünï/código",
+            "/...",
+            "/.hidden",
+        ] {
             assert!(CairnPath::new(p).is_ok(), "{p}");
         }
     }
@@ -221,11 +233,18 @@ mod tests {
         assert_eq!(parent.as_str(), "/a/b");
         assert_eq!(name, "c");
         assert_eq!(parent.join("c").unwrap(), p);
-        assert_eq!(CairnPath::new("/a").unwrap().split_last().unwrap().0, CairnPath::root());
+        assert_eq!(
+            CairnPath::new("/a").unwrap().split_last().unwrap().0,
+            CairnPath::root()
+        );
         assert!(CairnPath::root().split_last().is_none());
         assert!(p.starts_with(&CairnPath::new("/a").unwrap()));
         assert!(p.starts_with(&p));
-        assert!(!CairnPath::new("/ab").unwrap().starts_with(&CairnPath::new("/a").unwrap()));
+        assert!(
+            !CairnPath::new("/ab")
+                .unwrap()
+                .starts_with(&CairnPath::new("/a").unwrap())
+        );
         assert_eq!(p.components().collect::<Vec<_>>(), ["a", "b", "c"]);
         assert!(p.join("..").is_err());
     }

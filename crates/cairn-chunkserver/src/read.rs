@@ -1,0 +1,101 @@
+//! Verified reads. Every block a read touches is checked against its CRC32C by the store;
+//! a replica that fails is deleted, reported to the master, and answered with `Corrupt`, so
+//! the client reads another replica. Nothing unverified ever leaves this server.
+
+use std::sync::Arc;
+
+use cairn_chunk_store::StoreError;
+use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, pb};
+use tokio::sync::mpsc;
+use tokio::task::spawn_blocking;
+use tonic::Status;
+
+use crate::error::{join_status, store_status};
+use crate::server::ChunkServer;
+
+/// Pieces buffered ahead of a slow reader (bounds memory per read).
+const READ_AHEAD: usize = 2;
+
+impl ChunkServer {
+    /// Starts streaming a byte range of one replica.
+    pub fn read(
+        self: Arc<Self>,
+        req: pb::ReadRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::ReadResponse, Status>>, Status> {
+        let info = self.store.info(req.chunk_id).ok_or_else(|| {
+            ErrorKind::NotFound.status(format!("no replica of chunk {}", req.chunk_id))
+        })?;
+        if info.version != req.version {
+            return Err(ErrorKind::Stale.status(format!(
+                "replica of chunk {} is at version {}, not {}",
+                req.chunk_id, info.version, req.version
+            )));
+        }
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            let _active = self.track();
+            let end = req.offset.saturating_add(req.length);
+            let mut offset = req.offset;
+            let mut first = true;
+            while offset < end {
+                let n = ((end - offset) as usize).min(DATA_PIECE_BYTES);
+                let store = self.store.clone();
+                let (chunk, version) = (req.chunk_id, req.version);
+                let read = spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    store.read(chunk, version, offset, &mut buf).map(|got| {
+                        buf.truncate(got);
+                        buf
+                    })
+                })
+                .await;
+                let buf = match read {
+                    Ok(Ok(buf)) => buf,
+                    Ok(Err(e)) => {
+                        self.read_failed(req.chunk_id, &e).await;
+                        let _ = tx.send(Err(store_status(&e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(join_status(e))).await;
+                        return;
+                    }
+                };
+                let got = buf.len();
+                let piece = pb::ReadResponse {
+                    crc32c: crc32c::crc32c(&buf),
+                    data: buf.into(),
+                    replica_length: if first { info.length } else { 0 },
+                };
+                first = false;
+                if tx.send(Ok(piece)).await.is_err() {
+                    return; // the reader went away
+                }
+                if got < n {
+                    return; // past the replica's end: the caller fills zeros
+                }
+                offset += got as u64;
+            }
+            if first {
+                let _ = tx
+                    .send(Ok(pb::ReadResponse {
+                        data: Default::default(),
+                        crc32c: crc32c::crc32c(&[]),
+                        replica_length: info.length,
+                    }))
+                    .await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// A replica that failed its checksum is removed and reported; it is never read again.
+    async fn read_failed(&self, chunk: u64, e: &StoreError) {
+        if let StoreError::Corrupt { .. } = e {
+            tracing::error!(chunk, error = %e, "replica failed its checksum; removing it");
+            let store = self.store.clone();
+            let _ = spawn_blocking(move || store.delete(chunk)).await;
+            self.report_corrupt(chunk);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The chain write: one mutation pushed down the replica chain.
+//!
+//! The client streams a header, data pieces and a commit to the first server (the primary).
+//! Every server forwards each message to the next server as it arrives and stages the data
+//! locally, so each byte crosses each link once and the links work in parallel. On the
+//! commit, the primary takes the chunk's mutation lock, assigns the next serial, and sends
+//! the commit on; every server applies the mutation (durably) while its downstream does the
+//! same, and answers only when it and everything after it succeeded. So an answer at the
+//! client means every replica in the chain holds the mutation durably.
+//!
+//! A failure names the faulty server in the status (`x-cairn-failed-server`), so the client
+//! can have the master drop it. A primary that saw any failure orders nothing more at that
+//! version: the replicas may now differ, and only a new version (a new lease) resolves it.
+
+use std::sync::Arc;
+
+use cairn_chunk_store::{ReplicaInfo, StagedWrite};
+use cairn_common::time::unix_ms;
+use cairn_proto::pb::write_request::Msg;
+use cairn_proto::{ErrorKind, blame_server, pb};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, spawn_blocking};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::error::{join_status, store_status};
+use crate::server::ChunkServer;
+
+/// A primary stops ordering this long before its lease ends, to allow for clock skew.
+const LEASE_MARGIN_MS: u64 = 2_000;
+
+/// The rest of the chain, reached through one client stream.
+struct Downstream {
+    server_id: u64,
+    tx: mpsc::Sender<pb::WriteRequest>,
+    call: JoinHandle<Result<tonic::Response<pb::WriteResponse>, Status>>,
+}
+
+impl Downstream {
+    fn open(server: &ChunkServer, header: &pb::WriteHeader) -> Result<Option<Downstream>, Status> {
+        let Some(next) = header.downstream.first() else {
+            return Ok(None);
+        };
+        let mut client = server
+            .peer(&next.addr)
+            .map_err(|s| blame_server(s, next.server_id))?;
+        let (tx, rx) = mpsc::channel(4);
+        let mut fwd = header.clone();
+        fwd.downstream = header.downstream[1..].to_vec();
+        fwd.target_id = next.server_id;
+        // The channel has room: this first send cannot block.
+        tx.try_send(pb::WriteRequest {
+            msg: Some(Msg::Header(fwd)),
+        })
+        .map_err(|_| ErrorKind::Internal.status("downstream channel full"))?;
+        let call = tokio::spawn(async move { client.write(ReceiverStream::new(rx)).await });
+        Ok(Some(Downstream {
+            server_id: next.server_id,
+            tx,
+            call,
+        }))
+    }
+
+    async fn send(&self, msg: pb::WriteRequest) -> Result<(), Status> {
+        if self.tx.send(msg).await.is_err() {
+            return Err(self.unreachable("closed the stream early"));
+        }
+        Ok(())
+    }
+
+    /// Ends the stream and waits for the downstream answer.
+    async fn finish(self) -> Result<pb::WriteResponse, Status> {
+        drop(self.tx);
+        match self.call.await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => {
+                // A status from a Cairn server already names its culprit; a transport
+                // failure (no Cairn error header) is the next server's fault.
+                if cairn_proto::failed_server(&s).is_some()
+                    || s.metadata().get("x-cairn-error").is_some()
+                {
+                    Err(s)
+                } else {
+                    Err(blame_server(
+                        ErrorKind::Unavailable.status(format!(
+                            "chunk server {} unreachable: {}",
+                            self.server_id,
+                            s.message()
+                        )),
+                        self.server_id,
+                    ))
+                }
+            }
+            Err(e) => Err(blame_server(join_status(e), self.server_id)),
+        }
+    }
+
+    fn unreachable(&self, what: &str) -> Status {
+        blame_server(
+            ErrorKind::Unavailable.status(format!("chunk server {} {what}", self.server_id)),
+            self.server_id,
+        )
+    }
+}
+
+impl ChunkServer {
+    /// Serves one chain write.
+    pub async fn write(
+        self: Arc<Self>,
+        mut incoming: Streaming<pb::WriteRequest>,
+    ) -> Result<pb::WriteResponse, Status> {
+        let _active = self.track();
+        let header = match incoming.message().await? {
+            Some(pb::WriteRequest {
+                msg: Some(Msg::Header(h)),
+            }) => h,
+            _ => {
+                return Err(
+                    ErrorKind::InvalidArgument.status("a write stream must start with a header")
+                );
+            }
+        };
+        let lease = header
+            .lease
+            .clone()
+            .ok_or_else(|| ErrorKind::InvalidArgument.status("write without a lease"))?;
+        let reg = self.registration().ok_or_else(|| {
+            ErrorKind::Unavailable
+                .status("this chunk server has not registered with the master yet")
+        })?;
+        if !cairn_common::lease::verify(&reg.lease_key, &lease) {
+            return Err(ErrorKind::PermissionDenied
+                .status("the lease does not verify against the cluster key"));
+        }
+        if header.target_id != self.id {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "header addressed to server {}, this is {}",
+                header.target_id, self.id
+            )));
+        }
+        let is_primary = lease.primary_id == self.id;
+        if is_primary && unix_ms() + LEASE_MARGIN_MS >= lease.expiry_unix_ms {
+            return Err(
+                ErrorKind::Stale.status("the lease has expired; ask the master for a new one")
+            );
+        }
+        let kind = pb::MutationKind::try_from(header.kind).unwrap_or(pb::MutationKind::Unspecified);
+        if kind == pb::MutationKind::Unspecified {
+            return Err(ErrorKind::InvalidArgument.status("unknown mutation kind"));
+        }
+        let chunk = lease.chunk_id;
+        let capacity = reg.chunk_size;
+        let downstream = Downstream::open(&self, &header)?;
+
+        // Data phase: forward and stage every piece.
+        let mut staged: Option<StagedWrite> = None;
+        if kind == pb::MutationKind::Write {
+            let store = self.store.clone();
+            let offset = header.offset;
+            let s = spawn_blocking(move || store.stage(chunk, offset, capacity))
+                .await
+                .map_err(join_status)?
+                .map_err(|e| blame_server(store_status(&e), self.id))?;
+            staged = Some(s);
+        }
+        let mut received: u64 = 0;
+        let commit =
+            loop {
+                let msg = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        return Err(ErrorKind::InvalidArgument
+                            .status("write stream ended without a commit"));
+                    }
+                    Err(s) => return Err(s),
+                };
+                match msg.msg {
+                    Some(Msg::Data(d)) => {
+                        let Some(mut s) = staged.take() else {
+                            return Err(ErrorKind::InvalidArgument.status("data in a truncate"));
+                        };
+                        if crc32c::crc32c(&d.data) != d.crc32c {
+                            return Err(ErrorKind::Corrupt
+                                .status("a data piece failed its checksum in transit"));
+                        }
+                        received += d.data.len() as u64;
+                        let data = d.data.clone();
+                        if let Some(ds) = &downstream {
+                            ds.send(pb::WriteRequest {
+                                msg: Some(Msg::Data(d)),
+                            })
+                            .await?;
+                        }
+                        let s = spawn_blocking(move || s.write(&data).map(|()| s))
+                            .await
+                            .map_err(join_status)?
+                            .map_err(|e| blame_server(store_status(&e), self.id))?;
+                        staged = Some(s);
+                    }
+                    Some(Msg::Commit(c)) => break c,
+                    _ => {
+                        return Err(ErrorKind::InvalidArgument
+                            .status("unexpected message in a write stream"));
+                    }
+                }
+            };
+        if commit.length != received {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "commit says {} bytes, {received} arrived",
+                commit.length
+            )));
+        }
+
+        // Commit phase, in the chunk's mutation order.
+        let lock = self.chunk_lock(chunk);
+        let _order = lock.lock().await;
+        let serial = if is_primary {
+            self.next_serial(&lease)?
+        } else {
+            commit.serial
+        };
+        if let Some(ds) = &downstream {
+            ds.send(pb::WriteRequest {
+                msg: Some(Msg::Commit(pb::WriteCommit {
+                    length: received,
+                    serial,
+                })),
+            })
+            .await?;
+        }
+        let store = self.store.clone();
+        let (version, create, length) = (lease.version, lease.create, header.offset);
+        let local = spawn_blocking(move || match staged {
+            Some(s) => store.commit_write(s, version, serial, create),
+            None => store.truncate(chunk, version, serial, create, length, capacity),
+        });
+        let down = async {
+            match downstream {
+                Some(ds) => ds.finish().await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (local, down) = tokio::join!(local, down);
+        let local: Result<ReplicaInfo, Status> = match local {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(blame_server(store_status(&e), self.id)),
+            Err(e) => Err(blame_server(join_status(e), self.id)),
+        };
+        let result = match (local, down) {
+            (Ok(info), Ok(_)) => Ok(info),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        match result {
+            Ok(info) => {
+                if serial == 1 {
+                    self.report_added(info);
+                }
+                Ok(pb::WriteResponse {
+                    version: info.version,
+                    length: info.length,
+                    serial,
+                })
+            }
+            Err(e) => {
+                if is_primary {
+                    self.mark_broken(chunk, lease.version);
+                }
+                tracing::warn!(chunk, version = lease.version, serial, error = %e.message(), "mutation failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// The serial the primary gives the next mutation, after checking that it may order.
+    fn next_serial(&self, lease: &pb::Lease) -> Result<u64, Status> {
+        if self.is_broken(lease.chunk_id, lease.version) {
+            return Err(ErrorKind::Stale.status(
+                "an earlier mutation at this version failed; the master must grant a new lease",
+            ));
+        }
+        match self.store.info(lease.chunk_id) {
+            Some(info) if info.version == lease.version => Ok(info.serial + 1),
+            Some(info) => Err(blame_server(
+                ErrorKind::Stale.status(format!(
+                    "primary holds version {} of chunk {}, the lease says {}",
+                    info.version, lease.chunk_id, lease.version
+                )),
+                self.id,
+            )),
+            None if lease.create => Ok(1),
+            None => Err(blame_server(
+                ErrorKind::NotFound.status(format!(
+                    "primary has no replica of chunk {}",
+                    lease.chunk_id
+                )),
+                self.id,
+            )),
+        }
+    }
+}

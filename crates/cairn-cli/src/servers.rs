@@ -1,0 +1,228 @@
+//! `cairn local`, `cairn master`, `cairn chunkserver`: bind sockets, install signal
+//! handlers, and run the servers until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_chunkserver::ChunkServerConfig;
+use cairn_common::CancellationToken;
+use cairn_common::size::parse_size;
+use cairn_master::MasterConfig;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::{CmdResult, Failure};
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    humantime_like(s)
+}
+
+/// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.
+fn humantime_like(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration '{s}'"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration '{s}': use ms, s, m or h")),
+    }
+}
+
+/// Options every master shares.
+#[derive(Args, Clone)]
+pub struct MasterOpts {
+    /// Chunk size of a new file system (ignored once formatted).
+    #[arg(long, default_value = "64MiB", value_parser = size_arg)]
+    chunk_size: u64,
+    /// Replication goal of new files.
+    #[arg(long, default_value_t = 3)]
+    goal: u8,
+    /// A chunk server silent this long is dead.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    dead_timeout: Duration,
+    /// Lease length for writes.
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    lease: Duration,
+    /// Chunk servers with less free space than this take no new replicas.
+    #[arg(long, default_value = "0", value_parser = size_arg)]
+    reserve: u64,
+}
+
+impl MasterOpts {
+    fn config(&self, data: PathBuf) -> MasterConfig {
+        let mut c = MasterConfig::new(data);
+        c.chunk_size = self.chunk_size;
+        c.default_goal = self.goal;
+        c.dead_timeout = self.dead_timeout;
+        c.lease_duration = self.lease;
+        c.reserve_bytes = self.reserve;
+        c
+    }
+}
+
+#[derive(Args)]
+pub struct MasterArgs {
+    /// Directory for the operation log and checkpoints.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:5011")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    opts: MasterOpts,
+}
+
+#[derive(Args)]
+pub struct ChunkServerArgs {
+    /// Directory for replicas.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:6001")]
+    listen: SocketAddr,
+    /// Free space kept unused on the data directory's disk.
+    #[arg(long, default_value = "0", value_parser = size_arg)]
+    reserve: u64,
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// Directory holding master/, cs1/, cs2/, cs3/.
+    #[arg(long, default_value = "cairn-data")]
+    data: PathBuf,
+    /// Host the servers listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 5011)]
+    master_port: u16,
+    /// First chunk server port; the others follow it.
+    #[arg(long, default_value_t = 6001)]
+    chunkserver_port: u16,
+    /// Number of chunk servers.
+    #[arg(long, default_value_t = 3)]
+    chunkservers: u16,
+    #[command(flatten)]
+    opts: MasterOpts,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, Failure> {
+    Ok(TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?)
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn stop_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        token.cancel();
+    });
+}
+
+pub async fn master(a: &MasterArgs) -> CmdResult {
+    let listener = bind(&a.listen.to_string()).await?;
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone());
+    cairn_master::run(a.opts.config(a.data.clone()), listener, shutdown)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("master: {e}")))
+}
+
+pub async fn chunkserver(a: &ChunkServerArgs, master: &str) -> CmdResult {
+    let listener = bind(&a.listen.to_string()).await?;
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone());
+    let mut config = ChunkServerConfig::new(a.data.clone(), master);
+    config.reserve_bytes = a.reserve;
+    cairn_chunkserver::run(config, listener, shutdown)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("chunk server: {e}")))
+}
+
+pub async fn local(a: &LocalArgs) -> CmdResult {
+    let master_addr = format!("{}:{}", a.host, a.master_port);
+    let master_listener = bind(&master_addr).await?;
+    let mut cs_listeners = Vec::new();
+    for i in 0..a.chunkservers {
+        let addr = format!("{}:{}", a.host, a.chunkserver_port + i);
+        cs_listeners.push((addr.clone(), bind(&addr).await?));
+    }
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone());
+    let master_dir = a.data.join("master");
+    let master = tokio::spawn(cairn_master::run(
+        a.opts.config(master_dir.clone()),
+        master_listener,
+        shutdown.clone(),
+    ));
+    let mut servers = Vec::new();
+    for (i, (addr, listener)) in cs_listeners.into_iter().enumerate() {
+        let dir = a.data.join(format!("cs{}", i + 1));
+        let mut config = ChunkServerConfig::new(dir.clone(), master_addr.clone());
+        config.reserve_bytes = a.opts.reserve;
+        println!("chunk server  {addr}  data {}", dir.display());
+        servers.push(tokio::spawn(cairn_chunkserver::run(
+            config,
+            listener,
+            shutdown.clone(),
+        )));
+    }
+    println!("master        {master_addr}  data {}", master_dir.display());
+    println!("cairn local is running; try `cairn put FILE /FILE`, `cairn ls /`. Ctrl-C stops it.");
+    let mut failed = None;
+    let master_result = master.await;
+    shutdown.cancel();
+    for s in servers {
+        if let Ok(Err(e)) = s.await {
+            failed = Some(anyhow::anyhow!("chunk server: {e}"));
+        }
+    }
+    match master_result {
+        Ok(Err(e)) => return Err(Failure::Other(anyhow::anyhow!("master: {e}"))),
+        Err(e) => return Err(Failure::Other(anyhow::anyhow!("master task: {e}"))),
+        Ok(Ok(())) => {}
+    }
+    match failed {
+        Some(e) => Err(Failure::Other(e)),
+        None => {
+            println!("stopped; data kept in {}", a.data.display());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(humantime_like("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(humantime_like("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(humantime_like("2m").unwrap(), Duration::from_secs(120));
+        assert!(humantime_like("2 fortnights").is_err());
+    }
+}

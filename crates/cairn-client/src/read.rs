@@ -1,0 +1,240 @@
+//! Reading: a [`FileReader`] streams a byte range of a file as verified pieces.
+//!
+//! A background task fetches pieces into a bounded channel (so the next pieces arrive
+//! while the caller handles the current one, and memory stays bounded). Each chunk is read
+//! from its replicas in the master's order; a replica that fails (corrupt, stale, gone,
+//! unreachable) is skipped from the exact byte where it stopped, and a corrupt one is
+//! reported to the master. Holes and bytes past a replica's end read as zeros. Every piece
+//! is checked against the CRC32C the server sent, so bytes damaged in transit never reach
+//! the caller either.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, pb};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::{Attr, Inner};
+
+/// Pieces (of ~1 MiB) fetched ahead of the consumer.
+const READ_AHEAD: usize = 8;
+/// Times the chunk locations are fetched again after every replica failed.
+const LOCATION_REFRESHES: usize = 2;
+
+/// A stream of a file's bytes, in order.
+pub struct FileReader {
+    attr: Attr,
+    rx: mpsc::Receiver<Result<Bytes>>,
+}
+
+impl FileReader {
+    pub(crate) fn start(
+        inner: Arc<Inner>,
+        attr: Attr,
+        chunk_size: u64,
+        chunks: Vec<pb::ChunkLocation>,
+        offset: u64,
+        len: u64,
+    ) -> FileReader {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let end = offset.saturating_add(len).min(attr.size);
+        let producer = Producer {
+            inner,
+            inode: attr.inode,
+            chunk_size,
+            chunks,
+            tx,
+        };
+        tokio::spawn(producer.run(offset, end));
+        FileReader { attr, rx }
+    }
+
+    /// The file's attributes when the reader was opened.
+    pub fn attr(&self) -> &Attr {
+        &self.attr
+    }
+
+    /// The next piece, or `None` at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        match self.rx.recv().await {
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the rest of the range into memory.
+    pub async fn read_to_end(mut self) -> Result<Bytes> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(b) = self.next().await? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out.freeze())
+    }
+}
+
+struct Producer {
+    inner: Arc<Inner>,
+    inode: u64,
+    chunk_size: u64,
+    chunks: Vec<pb::ChunkLocation>,
+    tx: mpsc::Sender<Result<Bytes>>,
+}
+
+/// Why a read from one replica stopped.
+enum Stop {
+    /// The consumer went away; stop everything.
+    Closed,
+    /// This replica failed; `kind` says how.
+    Replica(Error),
+}
+
+impl Producer {
+    async fn run(mut self, mut pos: u64, end: u64) {
+        while pos < end {
+            let index = pos / self.chunk_size;
+            let chunk_end = ((index + 1) * self.chunk_size).min(end);
+            match self.read_chunk(index, pos, chunk_end).await {
+                Ok(()) => pos = chunk_end,
+                Err(None) => return,
+                Err(Some(e)) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn location(&self, index: u64) -> Option<pb::ChunkLocation> {
+        self.chunks.iter().find(|c| c.index == index).cloned()
+    }
+
+    /// Sends the bytes `[pos, end)` of chunk `index`. `Err(None)` means the consumer left.
+    async fn read_chunk(
+        &mut self,
+        index: u64,
+        mut pos: u64,
+        end: u64,
+    ) -> Result<(), Option<Error>> {
+        let mut refreshes = 0;
+        loop {
+            let loc = self.location(index).unwrap_or(pb::ChunkLocation {
+                index,
+                ..Default::default()
+            });
+            if loc.chunk_id == 0 {
+                return self.zeros(pos, end).await;
+            }
+            let mut last_err = None;
+            for replica in &loc.replicas {
+                match self.from_replica(&loc, replica, &mut pos, end).await {
+                    Ok(()) => return Ok(()),
+                    Err(Stop::Closed) => return Err(None),
+                    Err(Stop::Replica(e)) => {
+                        tracing::warn!(chunk = loc.chunk_id, server = replica.server_id, error = %e, "replica read failed; trying the next");
+                        if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Stale) {
+                            self.inner
+                                .report_replica(
+                                    loc.chunk_id,
+                                    loc.version,
+                                    replica.server_id,
+                                    e.kind(),
+                                    e.message(),
+                                )
+                                .await;
+                        }
+                        last_err = Some(e);
+                    }
+                }
+            }
+            if refreshes >= LOCATION_REFRESHES {
+                let why = last_err
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "no live replica".into());
+                return Err(Some(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "chunk {index} (id {}) could not be read from any replica: {why}",
+                        loc.chunk_id
+                    ),
+                )));
+            }
+            refreshes += 1;
+            match self.inner.chunk_locations(self.inode, index, 1).await {
+                Ok((_, _, fresh)) => {
+                    self.chunks.retain(|c| c.index != index);
+                    self.chunks.extend(fresh);
+                }
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    }
+
+    async fn zeros(&self, mut pos: u64, end: u64) -> Result<(), Option<Error>> {
+        while pos < end {
+            let n = ((end - pos) as usize).min(DATA_PIECE_BYTES);
+            self.tx
+                .send(Ok(Bytes::from(vec![0u8; n])))
+                .await
+                .map_err(|_| None)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Streams `[pos, end)` from one replica, advancing `pos` past every byte sent.
+    async fn from_replica(
+        &self,
+        loc: &pb::ChunkLocation,
+        replica: &pb::ServerRef,
+        pos: &mut u64,
+        end: u64,
+    ) -> Result<(), Stop> {
+        let base = loc.index * self.chunk_size;
+        let mut client = self
+            .inner
+            .chunk_client(&replica.addr)
+            .map_err(|s| Stop::Replica(Error::from_status(&s)))?;
+        let req = pb::ReadRequest {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
+            offset: *pos - base,
+            length: end - *pos,
+        };
+        let mut stream = client
+            .read(req)
+            .await
+            .map_err(|s| Stop::Replica(Error::from_status(&s)))?
+            .into_inner();
+        loop {
+            let piece = match stream.message().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(s) => return Err(Stop::Replica(Error::from_status(&s))),
+            };
+            if crc32c::crc32c(&piece.data) != piece.crc32c {
+                return Err(Stop::Replica(Error::new(
+                    ErrorKind::Corrupt,
+                    "a piece failed its checksum in transit",
+                )));
+            }
+            if piece.data.is_empty() {
+                continue;
+            }
+            let n = (piece.data.len() as u64).min(end - *pos);
+            self.tx
+                .send(Ok(piece.data.slice(..n as usize)))
+                .await
+                .map_err(|_| Stop::Closed)?;
+            *pos += n;
+            if *pos >= end {
+                return Ok(());
+            }
+        }
+        // The replica ended early: the rest of the range lies past its end and reads as zeros.
+        self.zeros(*pos, end).await.map_err(|_| Stop::Closed)?;
+        *pos = end;
+        Ok(())
+    }
+}

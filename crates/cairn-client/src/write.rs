@@ -1,0 +1,396 @@
+//! Writing: one mutation of one chunk pushed down the replica chain, and the streaming
+//! [`FileWriter`] built on it.
+//!
+//! A mutation is retried when a replica fails: the client tells the master which server
+//! failed (from the chain's answer), asks for a new lease (the master moves the chunk to a
+//! new version without that server), and sends the mutation again. The payload is therefore
+//! kept restartable: bytes in memory, or a range of a local file read again per attempt.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cairn_proto::pb::write_request::Msg;
+use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, pb};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{Error, Result};
+use crate::{Attr, Inner};
+
+/// Attempts at one mutation before giving up with `ReplicationFailed`.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The bytes of one mutation, readable again for a retry.
+#[derive(Clone)]
+pub(crate) enum Payload {
+    Memory(Bytes),
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Payload {
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Memory(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    async fn piece(&self, at: u64, n: usize) -> Result<Bytes> {
+        match self {
+            Payload::Memory(b) => Ok(b.slice(at as usize..at as usize + n)),
+            Payload::File { file, offset, .. } => {
+                let file = file.clone();
+                let pos = offset + at;
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("read task: {e}")))?
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, format!("reading the local file: {e}"))
+                })
+            }
+        }
+    }
+}
+
+fn failure_kind(kind: ErrorKind) -> pb::FailureKind {
+    match kind {
+        ErrorKind::Corrupt => pb::FailureKind::Corrupt,
+        ErrorKind::Unavailable | ErrorKind::Timeout => pb::FailureKind::Unreachable,
+        ErrorKind::Stale | ErrorKind::NotFound => pb::FailureKind::Stale,
+        _ => pb::FailureKind::Io,
+    }
+}
+
+impl Inner {
+    /// Writes `payload` at `offset` within chunk `index` of file `inode`, durably on every
+    /// replica of the chunk's current set.
+    pub(crate) async fn write_chunk(
+        &self,
+        inode: u64,
+        index: u64,
+        offset: u64,
+        payload: &Payload,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mut last: Option<Error> = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                if start.elapsed() >= self.master.deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+            }
+            let req = self.master.request_id();
+            let prep = self
+                .master
+                .call(
+                    "prepare write",
+                    rpc!(
+                        prepare_write,
+                        pb::PrepareWriteRequest {
+                            req: Some(req),
+                            inode,
+                            chunk_index: index
+                        }
+                    ),
+                )
+                .await?;
+            let status = match self.push_chain(&prep, offset, payload).await {
+                Ok(()) => return Ok(()),
+                Err(s) => s,
+            };
+            let err = Error::from_status(&status);
+            let lease = prep.lease.clone().unwrap_or_default();
+            match cairn_proto::failed_server(&status) {
+                Some(server) => {
+                    tracing::warn!(chunk = lease.chunk_id, version = lease.version, server, error = %err,
+                        "replica failed during a write; asking the master to drop it");
+                    let report = pb::ReportFailureRequest {
+                        chunk_id: lease.chunk_id,
+                        version: lease.version,
+                        server_id: server,
+                        kind: failure_kind(err.kind()) as i32,
+                        detail: err.message().to_string(),
+                    };
+                    self.master
+                        .call("report failure", rpc!(report_failure, report.clone()))
+                        .await?;
+                }
+                None if matches!(
+                    err.kind(),
+                    ErrorKind::Stale | ErrorKind::Unavailable | ErrorKind::PermissionDenied
+                ) =>
+                {
+                    tracing::debug!(chunk = lease.chunk_id, error = %err, "write needs a fresh lease; retrying");
+                }
+                None => return Err(err),
+            }
+            last = Some(err);
+        }
+        let last = last.map(|e| e.to_string()).unwrap_or_default();
+        Err(Error::new(
+            ErrorKind::ReplicationFailed,
+            format!("chunk {index} of inode {inode}: could not write to enough replicas ({last})"),
+        ))
+    }
+
+    /// Streams one mutation to the head of the chain and waits for the chain's answer.
+    async fn push_chain(
+        &self,
+        prep: &pb::PrepareWriteResponse,
+        offset: u64,
+        payload: &Payload,
+    ) -> Result<(), tonic::Status> {
+        let head = prep
+            .chain
+            .first()
+            .ok_or_else(|| ErrorKind::Unavailable.status("the master returned an empty chain"))?;
+        let header = pb::WriteHeader {
+            lease: prep.lease.clone(),
+            kind: pb::MutationKind::Write as i32,
+            offset,
+            downstream: prep.chain[1..].to_vec(),
+            target_id: head.server_id,
+            req: None,
+        };
+        let mut client = self
+            .chunk_client(&head.addr)
+            .map_err(|e| cairn_proto::blame_server(e, head.server_id))?;
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(pb::WriteRequest {
+            msg: Some(Msg::Header(header)),
+        })
+        .map_err(|_| ErrorKind::Internal.status("write channel full"))?;
+        let head_id = head.server_id;
+        let call: JoinHandle<Result<_, tonic::Status>> = tokio::spawn(async move {
+            client.write(ReceiverStream::new(rx)).await.map_err(|s| {
+                if s.metadata().get("x-cairn-error").is_some() {
+                    s
+                } else {
+                    cairn_proto::blame_server(
+                        ErrorKind::Unavailable
+                            .status(format!("chunk server {head_id}: {}", s.message())),
+                        head_id,
+                    )
+                }
+            })
+        });
+        let total = payload.len();
+        let mut sent = 0u64;
+        let mut send_failed = false;
+        while sent < total {
+            let n = ((total - sent) as usize).min(DATA_PIECE_BYTES);
+            let data = payload
+                .piece(sent, n)
+                .await
+                .map_err(|e| e.kind().status(e.message().to_string()))?;
+            let piece = pb::WriteData {
+                crc32c: crc32c::crc32c(&data),
+                data,
+            };
+            if tx
+                .send(pb::WriteRequest {
+                    msg: Some(Msg::Data(piece)),
+                })
+                .await
+                .is_err()
+            {
+                send_failed = true;
+                break;
+            }
+            sent += n as u64;
+        }
+        if !send_failed {
+            let commit = pb::WriteCommit {
+                length: total,
+                serial: 0,
+            };
+            let _ = tx
+                .send(pb::WriteRequest {
+                    msg: Some(Msg::Commit(commit)),
+                })
+                .await;
+        }
+        drop(tx);
+        match call.await {
+            Ok(Ok(_)) if !send_failed => Ok(()),
+            Ok(Ok(_)) => {
+                Err(ErrorKind::Internal
+                    .status("the chain answered before the whole mutation was sent"))
+            }
+            Ok(Err(s)) => Err(s),
+            Err(e) => Err(ErrorKind::Internal.status(format!("write task: {e}"))),
+        }
+    }
+
+    /// Writes `payload` at file offset `offset`, split at chunk boundaries, with up to
+    /// `parallel` chunks in flight.
+    pub(crate) async fn write_range(
+        self: &Arc<Self>,
+        inode: u64,
+        chunk_size: u64,
+        offset: u64,
+        payload: Payload,
+        parallel: usize,
+    ) -> Result<()> {
+        let total = payload.len();
+        let mut jobs = Vec::new();
+        let mut done = 0u64;
+        while done < total {
+            let pos = offset + done;
+            let index = pos / chunk_size;
+            let within = pos % chunk_size;
+            let n = (chunk_size - within).min(total - done);
+            let part = match &payload {
+                Payload::Memory(b) => Payload::Memory(b.slice(done as usize..(done + n) as usize)),
+                Payload::File {
+                    file, offset: base, ..
+                } => Payload::File {
+                    file: file.clone(),
+                    offset: base + done,
+                    len: n,
+                },
+            };
+            jobs.push((index, within, part));
+            done += n;
+        }
+        let mut running: Vec<JoinHandle<Result<()>>> = Vec::new();
+        for (index, within, part) in jobs {
+            if running.len() >= parallel.max(1) {
+                running.remove(0).await.map_err(join_err)??;
+            }
+            let inner = self.clone();
+            running.push(tokio::spawn(async move {
+                inner.write_chunk(inode, index, within, &part).await
+            }));
+        }
+        for h in running {
+            h.await.map_err(join_err)??;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn commit_write(&self, inode: u64, end: u64) -> Result<Attr> {
+        let req = self.master.request_id();
+        let r = self
+            .master
+            .call(
+                "commit write",
+                rpc!(
+                    commit_write,
+                    pb::CommitWriteRequest {
+                        req: Some(req),
+                        inode,
+                        end
+                    }
+                ),
+            )
+            .await?;
+        Attr::from_pb(r.attr)
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::new(ErrorKind::Internal, format!("write task: {e}"))
+}
+
+/// Streams bytes into a file: buffered into segments that never cross a chunk boundary,
+/// each written as one mutation with one segment in flight while the next fills. The bytes
+/// become part of the file (and the write is acknowledged) at [`FileWriter::close`].
+pub struct FileWriter {
+    inner: Arc<Inner>,
+    inode: u64,
+    chunk_size: u64,
+    segment: usize,
+    /// File offset of the first byte in `buf`.
+    pos: u64,
+    buf: BytesMut,
+    inflight: Option<JoinHandle<Result<()>>>,
+}
+
+impl FileWriter {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        inode: u64,
+        chunk_size: u64,
+        segment: usize,
+        start: u64,
+    ) -> FileWriter {
+        FileWriter {
+            inner,
+            inode,
+            chunk_size,
+            segment,
+            pos: start,
+            buf: BytesMut::new(),
+            inflight: None,
+        }
+    }
+
+    /// Bytes accepted so far, counted from the start offset of the file.
+    pub fn position(&self) -> u64 {
+        self.pos + self.buf.len() as u64
+    }
+
+    /// Appends bytes; flushes whole segments as they fill.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let limit = self.segment_limit();
+            let room = limit - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == limit {
+                self.flush_segment().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment ends at `segment` bytes or at the chunk boundary, whichever is first.
+    fn segment_limit(&self) -> usize {
+        let to_boundary = self.chunk_size - (self.pos % self.chunk_size);
+        (self.segment as u64).min(to_boundary) as usize
+    }
+
+    async fn flush_segment(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(h) = self.inflight.take() {
+            h.await.map_err(join_err)??;
+        }
+        let data = self.buf.split().freeze();
+        let (index, within) = (self.pos / self.chunk_size, self.pos % self.chunk_size);
+        self.pos += data.len() as u64;
+        let inner = self.inner.clone();
+        let inode = self.inode;
+        self.inflight = Some(tokio::spawn(async move {
+            inner
+                .write_chunk(inode, index, within, &Payload::Memory(data))
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Writes what is buffered, waits until every byte is durable on every replica, and
+    /// extends the file to cover it. Returns the file's attributes.
+    pub async fn close(mut self) -> Result<Attr> {
+        self.flush_segment().await?;
+        if let Some(h) = self.inflight.take() {
+            h.await.map_err(join_err)??;
+        }
+        self.inner.commit_write(self.inode, self.pos).await
+    }
+}

@@ -1,0 +1,432 @@
+//! Data-path metadata: where a file's chunks live (reads), and leases with replica chains
+//! (writes).
+//!
+//! Lease rules (GFS, with one addition):
+//! - A fresh chunk (no replica exists anywhere) gets a `create` lease on newly placed
+//!   servers at its current version; no replica needs to be contacted.
+//! - An existing chunk gets a new lease only after the master asks its replicas for their
+//!   (version, serial), keeps those at the current version with the highest serial, and
+//!   moves exactly those to version + 1 with a `SetVersion` that carries the expected
+//!   serial. A replica that applied a mutation in between refuses and drops out; a replica
+//!   that missed one is left behind at the old version, stale. The master logs the new
+//!   version only after the replicas hold it, so a crash in between leaves replicas ahead
+//!   of the master, which adopts their version when they report.
+//! - Because of that serial check, a new lease never needs to wait for the old one to
+//!   expire: any replica the old primary could still reach is either in the new set (and
+//!   rejects old-version commits) or stale.
+
+use std::time::Duration;
+
+use cairn_common::time::unix_ms;
+use cairn_meta::{ChunkRef, MetaCommand, MetaResponse};
+use cairn_proto::pb;
+use futures::future::join_all;
+
+use crate::cluster::{ChunkId, LeaseState, ServerId};
+use crate::error::MasterError;
+use crate::master::{Master, attr_to_pb};
+
+/// A lease with less than this left is renewed rather than handed out as is.
+const RENEW_MARGIN_MS: u64 = 10_000;
+/// Deadline for each control call to a chunk server during a grant.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Master {
+    /// Chunk locations of a file range, for readers.
+    pub fn get_chunks(
+        &self,
+        req: &pb::GetChunksRequest,
+    ) -> Result<pb::GetChunksResponse, MasterError> {
+        let (attr, refs, chunk_size) = {
+            let meta = self.meta.read();
+            let inode = if req.inode != 0 {
+                req.inode
+            } else {
+                meta.lookup(&crate::master::parse_path(&req.path)?)?.inode
+            };
+            let (attr, refs) = meta.file_chunks(inode, req.first_index, req.count)?;
+            (attr, refs, meta.chunk_size())
+        };
+        let cluster = self.cluster();
+        let chunks = refs
+            .iter()
+            .map(|r: &ChunkRef| {
+                let mut servers: Vec<&crate::cluster::Server> = if r.chunk_id == 0 {
+                    Vec::new()
+                } else {
+                    cluster
+                        .current(r.chunk_id, r.version)
+                        .into_iter()
+                        .filter_map(|id| cluster.servers.get(&id))
+                        .collect()
+                };
+                // Least busy first spreads readers over replicas.
+                servers.sort_by_key(|s| s.active_requests);
+                pb::ChunkLocation {
+                    index: r.index,
+                    chunk_id: r.chunk_id,
+                    version: r.version,
+                    replicas: servers
+                        .into_iter()
+                        .map(|s| pb::ServerRef {
+                            server_id: s.id,
+                            addr: s.addr.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(pb::GetChunksResponse {
+            attr: Some(attr_to_pb(&attr)),
+            chunk_size,
+            chunks,
+        })
+    }
+
+    /// Allocates the chunk at `index` of file `inode` if needed and returns a lease and
+    /// the replica chain to write through.
+    pub async fn prepare_write(
+        &self,
+        inode: u64,
+        index: u64,
+    ) -> Result<pb::PrepareWriteResponse, MasterError> {
+        let slot = {
+            let meta = self.meta.read();
+            let (_, refs) = meta.file_chunks(inode, index, 1)?;
+            refs.first().filter(|r| r.chunk_id != 0).map(|r| r.chunk_id)
+        };
+        let (chunk_id, fresh) = match slot {
+            Some(id) => (id, false),
+            None => match self
+                .meta
+                .propose(None, MetaCommand::AllocChunk { inode, index })
+                .await?
+            {
+                MetaResponse::Chunk {
+                    chunk_id, fresh, ..
+                } => (chunk_id, fresh),
+                other => {
+                    return Err(MasterError::Internal(format!(
+                        "unexpected response {other:?}"
+                    )));
+                }
+            },
+        };
+        let lock = self.grant_lock(chunk_id);
+        let _guard = lock.lock().await;
+        let (version, covered) = {
+            let meta = self.meta.read();
+            let chunk = meta
+                .chunk(chunk_id)
+                .ok_or_else(|| MasterError::NotFound(format!("chunk {chunk_id} was deleted")))?;
+            let attr = meta.attr(inode)?;
+            (
+                chunk.version,
+                attr.size > index.saturating_mul(meta.chunk_size()),
+            )
+        };
+        let now = unix_ms();
+        // 1. A valid lease on the current version with a live chain is shared.
+        if let Some(resp) = self.reuse_lease(chunk_id, index, version, now) {
+            return Ok(resp);
+        }
+        let current = self.cluster().current(chunk_id, version);
+        if current.is_empty() && !fresh {
+            if covered {
+                return Err(MasterError::Unavailable(if self.in_safe_mode() {
+                    format!(
+                        "chunk {chunk_id} has not been reported yet (the master is in safe mode)"
+                    )
+                } else {
+                    format!("no live replica of chunk {chunk_id} at version {version}")
+                }));
+            }
+            // No acknowledged byte lives in this chunk: start it over under a new version,
+            // so that any replica the master has not heard of yet is stale.
+            let next = version + 1;
+            self.meta
+                .propose(
+                    None,
+                    MetaCommand::SetChunkVersion {
+                        chunk_id,
+                        version: next,
+                    },
+                )
+                .await?;
+            self.drop_replicas_below(chunk_id, next);
+            return self.grant_fresh(chunk_id, index, next, now);
+        }
+        if fresh {
+            return self.grant_fresh(chunk_id, index, version, now);
+        }
+        // 2. Existing replicas: pick the up-to-date ones and move them to a new version.
+        self.grant_existing(chunk_id, index, version, current, now)
+            .await
+    }
+
+    /// Forgets and deletes replicas below `version`: once the version moves on they are
+    /// stale.
+    fn drop_replicas_below(&self, chunk_id: ChunkId, version: u64) {
+        let mut cluster = self.cluster();
+        let stale: Vec<_> = cluster
+            .replicas(chunk_id)
+            .iter()
+            .filter(|r| r.version < version)
+            .copied()
+            .collect();
+        for r in stale {
+            cluster.remove_replica(chunk_id, r.server);
+            cluster.send_delete(r.server, chunk_id, r.version);
+        }
+    }
+
+    fn reuse_lease(
+        &self,
+        chunk_id: ChunkId,
+        index: u64,
+        version: u64,
+        now: u64,
+    ) -> Option<pb::PrepareWriteResponse> {
+        let mut cluster = self.cluster();
+        let lease = cluster.leases.get(&chunk_id)?.clone();
+        if lease.version != version || !lease.chain.iter().all(|s| cluster.is_alive(*s)) {
+            cluster.leases.remove(&chunk_id);
+            return None;
+        }
+        let mut lease = lease;
+        if lease.expiry_ms < now + RENEW_MARGIN_MS {
+            lease.expiry_ms = now + self.config.lease_duration.as_millis() as u64;
+            cluster.leases.insert(chunk_id, lease.clone());
+        }
+        Some(self.lease_response(&cluster, chunk_id, index, &lease))
+    }
+
+    fn grant_fresh(
+        &self,
+        chunk_id: ChunkId,
+        index: u64,
+        version: u64,
+        now: u64,
+    ) -> Result<pb::PrepareWriteResponse, MasterError> {
+        let goal = {
+            let meta = self.meta.read();
+            let c = meta
+                .chunk(chunk_id)
+                .ok_or_else(|| MasterError::NotFound(format!("chunk {chunk_id}")))?;
+            meta.attr(c.inode)
+                .map(|a| a.goal)
+                .unwrap_or(meta.default_goal())
+        };
+        let mut cluster = self.cluster();
+        let chain = cluster.placement(goal as usize, &[], self.config.reserve_bytes);
+        if chain.len() < self.config.min_replicas.max(1) {
+            let live = cluster.servers.values().filter(|s| s.alive).count();
+            return Err(if live == 0 {
+                MasterError::Unavailable("no chunk server is registered".into())
+            } else {
+                MasterError::NoSpace(format!(
+                    "no chunk server can take a new replica ({live} live, all below the free-space reserve)"
+                ))
+            });
+        }
+        if chain.len() < goal as usize {
+            tracing::warn!(
+                chunk_id,
+                goal,
+                servers = chain.len(),
+                "placing a chunk under its goal"
+            );
+        }
+        // Optimistic locations: readers only reach this chunk once a write through the
+        // whole chain has been acknowledged and the file length covers it.
+        for s in &chain {
+            cluster.add_replica(chunk_id, *s, version);
+        }
+        let lease = LeaseState {
+            version,
+            primary: chain[0],
+            chain,
+            expiry_ms: now + self.config.lease_duration.as_millis() as u64,
+            create: true,
+        };
+        cluster.leases.insert(chunk_id, lease.clone());
+        Ok(self.lease_response(&cluster, chunk_id, index, &lease))
+    }
+
+    async fn grant_existing(
+        &self,
+        chunk_id: ChunkId,
+        index: u64,
+        version: u64,
+        current: Vec<ServerId>,
+        now: u64,
+    ) -> Result<pb::PrepareWriteResponse, MasterError> {
+        let targets: Vec<(ServerId, String)> = {
+            let cluster = self.cluster();
+            current
+                .iter()
+                .filter_map(|s| cluster.addr(*s).map(|a| (*s, a.to_string())))
+                .collect()
+        };
+        let states = join_all(targets.iter().map(|(id, addr)| async move {
+            let mut peer = self.peer(addr).ok()?;
+            let req = pb::ReplicaStateRequest { chunk_id };
+            match tokio::time::timeout(CONTROL_TIMEOUT, peer.replica_state(req)).await {
+                Ok(Ok(r)) => Some((*id, addr.clone(), r.into_inner())),
+                Ok(Err(e)) => {
+                    tracing::warn!(chunk_id, server = id, error = %e, "replica state query failed");
+                    None
+                }
+                Err(_) => None,
+            }
+        }))
+        .await;
+        let at_version: Vec<_> = states
+            .into_iter()
+            .flatten()
+            .filter(|(_, _, s)| s.version == version)
+            .collect();
+        let max_serial = at_version
+            .iter()
+            .map(|(_, _, s)| s.serial)
+            .max()
+            .unwrap_or(0);
+        let good: Vec<_> = at_version
+            .into_iter()
+            .filter(|(_, _, s)| s.serial == max_serial)
+            .collect();
+        if good.is_empty() {
+            return Err(MasterError::Unavailable(format!(
+                "no replica of chunk {chunk_id} answered at version {version}; retry"
+            )));
+        }
+        let next = version + 1;
+        let bumped = join_all(good.iter().map(|(id, addr, _)| async move {
+            let mut peer = self.peer(addr).ok()?;
+            let req = pb::SetVersionRequest {
+                chunk_id,
+                from: version,
+                to: next,
+                serial: max_serial,
+            };
+            match tokio::time::timeout(CONTROL_TIMEOUT, peer.set_version(req)).await {
+                Ok(Ok(_)) => Some(*id),
+                Ok(Err(e)) => {
+                    tracing::warn!(chunk_id, server = id, error = %e, "version bump refused");
+                    None
+                }
+                Err(_) => None,
+            }
+        }))
+        .await;
+        let bumped: Vec<ServerId> = bumped.into_iter().flatten().collect();
+        if bumped.len() < self.config.min_replicas.max(1) {
+            return Err(MasterError::Unavailable(format!(
+                "only {} replica(s) of chunk {chunk_id} could move to version {next}; retry",
+                bumped.len()
+            )));
+        }
+        self.meta
+            .propose(
+                None,
+                MetaCommand::SetChunkVersion {
+                    chunk_id,
+                    version: next,
+                },
+            )
+            .await?;
+        {
+            let mut cluster = self.cluster();
+            for s in &bumped {
+                cluster.add_replica(chunk_id, *s, next);
+            }
+        }
+        self.drop_replicas_below(chunk_id, next);
+        let mut cluster = self.cluster();
+        let mut chain = bumped;
+        chain.sort_by_key(|s| {
+            std::cmp::Reverse(
+                cluster
+                    .servers
+                    .get(s)
+                    .map_or(0, |x| x.capacity.free_bytes >> 30),
+            )
+        });
+        let lease = LeaseState {
+            version: next,
+            primary: chain[0],
+            chain,
+            expiry_ms: now + self.config.lease_duration.as_millis() as u64,
+            create: false,
+        };
+        cluster.leases.insert(chunk_id, lease.clone());
+        tracing::debug!(
+            chunk_id,
+            version = next,
+            primary = lease.primary,
+            "lease granted"
+        );
+        Ok(self.lease_response(&cluster, chunk_id, index, &lease))
+    }
+
+    fn lease_response(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        chunk_id: ChunkId,
+        index: u64,
+        l: &LeaseState,
+    ) -> pb::PrepareWriteResponse {
+        let chain: Vec<pb::ServerRef> = l
+            .chain
+            .iter()
+            .filter_map(|s| cluster.server_ref(*s))
+            .collect();
+        let mut lease = pb::Lease {
+            chunk_id,
+            version: l.version,
+            primary_id: l.primary,
+            expiry_unix_ms: l.expiry_ms,
+            create: l.create,
+            mac: Default::default(),
+        };
+        cairn_common::lease::sign(&self.meta.read().lease_key(), &mut lease);
+        pb::PrepareWriteResponse {
+            chunk_size: self.chunk_size(),
+            chunk: Some(pb::ChunkLocation {
+                index,
+                chunk_id,
+                version: l.version,
+                replicas: chain.clone(),
+            }),
+            lease: Some(lease),
+            chain,
+        }
+    }
+
+    /// A client or primary saw a replica fail. The replica leaves the chunk's set and the
+    /// lease is dropped, so the next writer gets a new version without it.
+    pub fn report_failure(&self, req: &pb::ReportFailureRequest) {
+        let kind = pb::FailureKind::try_from(req.kind).unwrap_or(pb::FailureKind::Unspecified);
+        tracing::warn!(chunk_id = req.chunk_id, version = req.version, server = req.server_id, ?kind,
+            detail = %req.detail, "replica failure reported");
+        let mut cluster = self.cluster();
+        let holds = cluster
+            .replicas(req.chunk_id)
+            .iter()
+            .any(|r| r.server == req.server_id && r.version <= req.version);
+        if !holds {
+            return;
+        }
+        cluster.remove_replica(req.chunk_id, req.server_id);
+        if kind == pb::FailureKind::Corrupt {
+            cluster.send_delete(req.server_id, req.chunk_id, req.version);
+        }
+        if cluster
+            .leases
+            .get(&req.chunk_id)
+            .is_some_and(|l| l.version <= req.version)
+        {
+            cluster.leases.remove(&req.chunk_id);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Chunk server heartbeats: registration, chunk reports, liveness.
+//!
+//! Each chunk server holds one bidirectional stream open. Its first messages register it
+//! with a full report of its replicas; then it beats every second with capacity and the
+//! replicas that changed. The master answers on the same stream: first a `Welcome` with the
+//! lease key, later commands (delete, replicate). The server is dead the moment the stream
+//! ends, or when it has been silent for the dead timeout (a hung process keeps its TCP
+//! connection open), whichever comes first.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_proto::ErrorKind;
+use cairn_proto::pb;
+use cairn_proto::pb::heartbeat_request::Msg;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+use crate::cluster::{ChunkId, Outgoing, Server, ServerId};
+use crate::master::Master;
+
+/// What the master makes of one reported replica.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Current,
+    /// Reported at a version above the master's: the master crashed after replicas moved
+    /// to a new version but before it logged that version. The replicas win.
+    Ahead,
+    Stale,
+    Orphan,
+}
+
+impl Master {
+    /// Serves one heartbeat stream until it ends, then marks the server dead.
+    pub async fn serve_heartbeats(
+        self: Arc<Self>,
+        mut incoming: Streaming<pb::HeartbeatRequest>,
+        out: mpsc::UnboundedSender<Outgoing>,
+    ) {
+        let session = self.new_session_id();
+        let mut server_id: Option<ServerId> = None;
+        let mut pending_report: Vec<pb::ReplicaReport> = Vec::new();
+        let shutdown = self.shutdown_token();
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = incoming.next() => next,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "heartbeat stream broke");
+                    break;
+                }
+                None => break,
+            };
+            match msg.msg {
+                Some(Msg::Register(r)) => {
+                    if server_id.is_some_and(|id| id != r.server_id) {
+                        let _ = out.send(Err(ErrorKind::InvalidArgument
+                            .status("a heartbeat stream belongs to one server id")));
+                        break;
+                    }
+                    pending_report.extend(r.replicas.iter().copied());
+                    if r.more {
+                        server_id = Some(r.server_id);
+                        continue;
+                    }
+                    let report = std::mem::take(&mut pending_report);
+                    if server_id.is_none()
+                        || !self
+                            .cluster()
+                            .servers
+                            .get(&r.server_id)
+                            .is_some_and(|s| s.session == session)
+                    {
+                        if let Err(msg) = self.register(&r, session, out.clone()) {
+                            tracing::warn!(server = r.server_id, addr = %r.addr, "{msg}");
+                            let _ = out.send(Err(ErrorKind::AlreadyExists.status(msg)));
+                            break;
+                        }
+                        let welcome = pb::Welcome {
+                            lease_key: self.meta.read().lease_key().to_vec().into(),
+                            chunk_size: self.chunk_size(),
+                        };
+                        let _ = out.send(Ok(pb::HeartbeatResponse {
+                            msg: Some(pb::heartbeat_response::Msg::Welcome(welcome)),
+                        }));
+                    }
+                    server_id = Some(r.server_id);
+                    self.full_report(r.server_id, &report).await;
+                }
+                Some(Msg::Beat(b)) => {
+                    let Some(id) = server_id else {
+                        let _ = out.send(Err(
+                            ErrorKind::InvalidArgument.status("register before beating")
+                        ));
+                        break;
+                    };
+                    self.beat(id, &b).await;
+                }
+                None => {}
+            }
+        }
+        if let Some(id) = server_id {
+            let mut cluster = self.cluster();
+            if cluster
+                .servers
+                .get(&id)
+                .is_some_and(|s| s.session == session && s.alive)
+            {
+                let lost = cluster.mark_dead(id);
+                tracing::warn!(
+                    server = id,
+                    replicas = lost.len(),
+                    "chunk server disconnected; marked dead"
+                );
+            }
+        }
+    }
+
+    fn register(
+        &self,
+        r: &pb::Register,
+        session: u64,
+        out: mpsc::UnboundedSender<Outgoing>,
+    ) -> Result<(), String> {
+        let mut cluster = self.cluster();
+        if let Some(s) = cluster.servers.get(&r.server_id) {
+            if s.alive && s.addr != r.addr {
+                return Err(format!(
+                    "server id {} is already registered from {}; refusing {} (copied data directory?)",
+                    r.server_id, s.addr, r.addr
+                ));
+            }
+        }
+        // A previous stream from the same server (a restart before the old stream was
+        // noticed closing) is superseded: forget what it reported.
+        cluster.mark_dead(r.server_id);
+        cluster.servers.insert(
+            r.server_id,
+            Server {
+                id: r.server_id,
+                addr: r.addr.clone(),
+                capacity: r.capacity.unwrap_or_default(),
+                last_beat: Instant::now(),
+                alive: true,
+                active_requests: 0,
+                commands: Some(out),
+                session,
+            },
+        );
+        tracing::info!(server = r.server_id, addr = %r.addr, "chunk server registered");
+        Ok(())
+    }
+
+    /// Classifies a reported replica against the namespace.
+    fn verdict(&self, chunk: ChunkId, version: u64) -> Verdict {
+        match self.meta.read().chunk(chunk) {
+            None => Verdict::Orphan,
+            Some(c) if c.version == version => Verdict::Current,
+            Some(c) if c.version < version => Verdict::Ahead,
+            Some(_) => Verdict::Stale,
+        }
+    }
+
+    /// Replaces what the master believes `server` holds with a full report.
+    async fn full_report(&self, server: ServerId, report: &[pb::ReplicaReport]) {
+        {
+            let mut cluster = self.cluster();
+            for c in cluster.chunks_of(server) {
+                cluster.remove_replica(c, server);
+            }
+        }
+        self.apply_added(server, report).await;
+        tracing::info!(server, replicas = report.len(), "chunk report received");
+    }
+
+    async fn beat(&self, server: ServerId, b: &pb::Beat) {
+        {
+            let mut cluster = self.cluster();
+            let Some(s) = cluster.servers.get_mut(&server) else {
+                return;
+            };
+            s.last_beat = Instant::now();
+            s.active_requests = b.active_requests;
+            if let Some(c) = b.capacity {
+                s.capacity = c;
+            }
+            for c in b.removed.iter().chain(&b.corrupt) {
+                cluster.remove_replica(*c, server);
+            }
+            if !b.corrupt.is_empty() {
+                tracing::warn!(server, chunks = ?b.corrupt, "chunk server found corrupt replicas");
+            }
+        }
+        if !b.added.is_empty() {
+            self.apply_added(server, &b.added).await;
+        }
+    }
+
+    async fn apply_added(&self, server: ServerId, replicas: &[pb::ReplicaReport]) {
+        let mut adopt = Vec::new();
+        {
+            let mut cluster = self.cluster();
+            for r in replicas {
+                match self.verdict(r.chunk_id, r.version) {
+                    Verdict::Current => {
+                        cluster.orphans.remove(&(server, r.chunk_id));
+                        cluster.add_replica(r.chunk_id, server, r.version);
+                    }
+                    Verdict::Ahead => {
+                        cluster.add_replica(r.chunk_id, server, r.version);
+                        adopt.push((r.chunk_id, r.version));
+                    }
+                    Verdict::Stale => {
+                        cluster.remove_replica(r.chunk_id, server);
+                        cluster.send_delete(server, r.chunk_id, r.version);
+                    }
+                    Verdict::Orphan => {
+                        cluster
+                            .orphans
+                            .entry((server, r.chunk_id))
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+        for (chunk_id, version) in adopt {
+            tracing::info!(
+                chunk_id,
+                version,
+                server,
+                "adopting a replica version ahead of the log"
+            );
+            let cmd = cairn_meta::MetaCommand::SetChunkVersion { chunk_id, version };
+            if let Err(e) = self.meta.propose(None, cmd).await {
+                tracing::warn!(chunk_id, error = %e, "could not adopt a reported version");
+            }
+        }
+    }
+
+    /// Marks servers dead that stopped beating, and deletes orphans past their grace.
+    pub fn check_liveness(&self) {
+        let mut cluster = self.cluster();
+        for id in cluster.silent_servers(self.config.dead_timeout) {
+            let lost = cluster.mark_dead(id);
+            tracing::warn!(server = id, replicas = lost.len(), timeout = ?self.config.dead_timeout,
+                "chunk server silent past the dead timeout; marked dead");
+        }
+        let grace = self.config.gc_grace;
+        let due: Vec<(ServerId, ChunkId)> = cluster
+            .orphans
+            .iter()
+            .filter(|(_, seen)| seen.elapsed() >= grace)
+            .map(|(k, _)| *k)
+            .collect();
+        for (server, chunk) in due {
+            cluster.orphans.remove(&(server, chunk));
+            if self.meta.read().chunk(chunk).is_none() {
+                tracing::info!(server, chunk, "deleting an orphan replica");
+                cluster.send_delete(server, chunk, 0);
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The master's shared state and its namespace operations.
+//!
+//! `Master` ties the durable namespace ([`MetaStore`]) to the soft cluster state
+//! ([`Cluster`]). Handlers turn RPCs into `MetaCommand`s; everything that needs a clock, an
+//! id or randomness is decided here, before the command is logged, never inside `apply`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cairn_common::time::now_ns;
+use cairn_meta::{Attr, CairnPath, FileType, MetaCommand, MetaResponse, RequestId};
+use cairn_proto::pb;
+use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
+use tonic::transport::Channel;
+
+use crate::MasterConfig;
+use crate::cluster::{ChunkId, Cluster};
+use crate::error::MasterError;
+use crate::metastore::MetaStore;
+
+/// The master: durable namespace plus soft cluster state.
+pub struct Master {
+    pub config: MasterConfig,
+    pub meta: MetaStore,
+    cluster: Mutex<Cluster>,
+    /// Serializes lease grants per chunk (a grant talks to replicas, so it is async).
+    grant_locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
+    peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    pub started: Instant,
+    safe_mode: AtomicBool,
+    next_session: AtomicU64,
+    /// Fires when the master stops; long-lived streams end on it.
+    shutdown: Mutex<cairn_common::CancellationToken>,
+}
+
+/// Converts a namespace attribute to its wire form.
+pub fn attr_to_pb(a: &Attr) -> pb::Attr {
+    pb::Attr {
+        inode: a.inode,
+        file_type: match a.file_type {
+            FileType::File => pb::FileType::File,
+            FileType::Directory => pb::FileType::Directory,
+            FileType::Symlink => pb::FileType::Symlink,
+        } as i32,
+        size: a.size,
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+        atime_ns: a.atime_ns,
+        mtime_ns: a.mtime_ns,
+        ctime_ns: a.ctime_ns,
+        nlink: a.nlink,
+        goal: u32::from(a.goal),
+        chunk_count: a.chunk_count,
+    }
+}
+
+/// Converts a wire request id; client 0 means "no de-duplication".
+pub fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
+    r.filter(|r| r.client_id != 0).map(|r| RequestId {
+        client_id: r.client_id,
+        seq: r.seq,
+    })
+}
+
+/// Validates a path from the wire.
+pub fn parse_path(s: &str) -> Result<CairnPath, MasterError> {
+    Ok(CairnPath::new(s)?)
+}
+
+fn expect_attr(r: MetaResponse) -> Result<Attr, MasterError> {
+    match r {
+        MetaResponse::Attr(a) => Ok(a),
+        MetaResponse::Created { attr, .. } => Ok(attr),
+        MetaResponse::Truncated { attr, .. } => Ok(attr),
+        other => Err(MasterError::Internal(format!(
+            "unexpected response {other:?}"
+        ))),
+    }
+}
+
+impl Master {
+    /// Opens the namespace (formatting a new one if the directory is empty).
+    pub async fn open(config: MasterConfig) -> Result<Arc<Master>, MasterError> {
+        let (meta, report) = MetaStore::open(&config.data_dir, config.checkpoint.clone())?;
+        tracing::info!(
+            checkpoint = report.checkpoint_index,
+            replayed = report.replayed,
+            torn_tail_cut = report.torn_tail_cut,
+            "metadata loaded"
+        );
+        if !meta.read().is_formatted() {
+            let mut lease_key = [0u8; 32];
+            rand::Rng::fill(&mut rand::rng(), &mut lease_key);
+            let cmd = MetaCommand::Format {
+                chunk_size: config.chunk_size,
+                default_goal: config.default_goal,
+                lease_key,
+                now_ns: now_ns(),
+            };
+            meta.propose(None, cmd).await?;
+            tracing::info!(
+                chunk_size = config.chunk_size,
+                goal = config.default_goal,
+                "formatted a new file system"
+            );
+        } else if meta.read().chunk_size() != config.chunk_size {
+            tracing::info!(
+                chunk_size = meta.read().chunk_size(),
+                "using the chunk size the file system was formatted with"
+            );
+        }
+        let has_chunks = meta.read().totals().chunks > 0;
+        Ok(Arc::new(Master {
+            config,
+            meta,
+            cluster: Mutex::new(Cluster::default()),
+            grant_locks: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            safe_mode: AtomicBool::new(has_chunks),
+            next_session: AtomicU64::new(1),
+            shutdown: Mutex::new(cairn_common::CancellationToken::new()),
+        }))
+    }
+
+    /// The soft cluster state. Never hold the guard across an `.await`.
+    pub fn cluster(&self) -> MutexGuard<'_, Cluster> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.meta.read().chunk_size()
+    }
+
+    pub(crate) fn set_shutdown(&self, token: cairn_common::CancellationToken) {
+        *self.shutdown.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// Fires when the master is shutting down.
+    pub fn shutdown_token(&self) -> cairn_common::CancellationToken {
+        self.shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the master is still waiting for chunk reports after a start.
+    pub fn in_safe_mode(&self) -> bool {
+        if !self.safe_mode.load(Ordering::Relaxed) {
+            return false;
+        }
+        let total = self.meta.read().totals().chunks as usize;
+        let located = self.cluster().located_chunks();
+        let timed_out = self.started.elapsed() >= self.config.safe_mode_timeout;
+        if located >= total || timed_out {
+            self.safe_mode.store(false, Ordering::Relaxed);
+            tracing::info!(located, total, timed_out, "left safe mode");
+            return false;
+        }
+        true
+    }
+
+    /// A client for the chunk server at `addr`, connecting lazily and reused.
+    pub fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, MasterError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = cairn_common::grpc::lazy_channel(addr, Duration::from_secs(2))
+            .map_err(|e| MasterError::Unavailable(format!("chunk server {addr}: {e}")))?;
+        let c = ChunkServiceClient::new(ch)
+            .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn grant_lock(&self, chunk: ChunkId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.grant_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(chunk).or_default().clone()
+    }
+
+    /// Tells chunk servers to delete replicas of chunks no file references any more.
+    pub(crate) fn release_chunks(&self, freed: &[(ChunkId, u64)]) {
+        if freed.is_empty() {
+            return;
+        }
+        let mut cluster = self.cluster();
+        for (chunk, _) in freed {
+            for r in cluster.forget_chunk(*chunk) {
+                cluster.send_delete(r.server, *chunk, r.version);
+            }
+        }
+    }
+
+    // ---- namespace operations
+
+    pub async fn mkdir(
+        &self,
+        req: Option<RequestId>,
+        path: CairnPath,
+        parents: bool,
+        mode: u32,
+    ) -> Result<Attr, MasterError> {
+        let mode = if mode == 0 { 0o755 } else { mode & 0o7777 };
+        let cmd = MetaCommand::Mkdir {
+            path,
+            parents,
+            mode,
+            uid: 0,
+            gid: 0,
+            now_ns: now_ns(),
+        };
+        expect_attr(self.meta.propose(req, cmd).await?)
+    }
+
+    pub async fn create(
+        &self,
+        req: Option<RequestId>,
+        path: CairnPath,
+        overwrite: bool,
+        mode: u32,
+        goal: u32,
+    ) -> Result<Attr, MasterError> {
+        let mode = if mode == 0 { 0o644 } else { mode & 0o7777 };
+        let goal = u8::try_from(goal)
+            .map_err(|_| MasterError::InvalidArgument(format!("goal {goal} is too large")))?;
+        let cmd = MetaCommand::Create {
+            path,
+            overwrite,
+            mode,
+            uid: 0,
+            gid: 0,
+            goal,
+            now_ns: now_ns(),
+        };
+        match self.meta.propose(req, cmd).await? {
+            MetaResponse::Created { attr, freed } => {
+                self.release_chunks(&freed);
+                Ok(attr)
+            }
+            other => expect_attr(other),
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        req: Option<RequestId>,
+        path: CairnPath,
+        recursive: bool,
+    ) -> Result<(), MasterError> {
+        let cmd = MetaCommand::Delete {
+            path,
+            recursive,
+            now_ns: now_ns(),
+        };
+        if let MetaResponse::Freed(freed) = self.meta.propose(req, cmd).await? {
+            self.release_chunks(&freed);
+        }
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        req: Option<RequestId>,
+        from: CairnPath,
+        to: CairnPath,
+        no_replace: bool,
+    ) -> Result<(), MasterError> {
+        let cmd = MetaCommand::Rename {
+            from,
+            to,
+            no_replace,
+            now_ns: now_ns(),
+        };
+        if let MetaResponse::Freed(freed) = self.meta.propose(req, cmd).await? {
+            self.release_chunks(&freed);
+        }
+        Ok(())
+    }
+
+    pub async fn commit_write(
+        &self,
+        req: Option<RequestId>,
+        inode: u64,
+        end: u64,
+    ) -> Result<Attr, MasterError> {
+        let cmd = MetaCommand::CommitWrite {
+            inode,
+            end,
+            now_ns: now_ns(),
+        };
+        expect_attr(self.meta.propose(req, cmd).await?)
+    }
+
+    pub fn stat(&self, path: &CairnPath) -> Result<Attr, MasterError> {
+        Ok(self.meta.read().lookup(path)?)
+    }
+
+    pub fn list(
+        &self,
+        path: &CairnPath,
+        start_after: &str,
+        limit: u32,
+    ) -> Result<(Vec<(String, Attr)>, bool), MasterError> {
+        let limit = if limit == 0 {
+            1000
+        } else {
+            limit.min(10_000) as usize
+        };
+        Ok(self.meta.read().list(path, start_after, limit)?)
+    }
+}

@@ -1,0 +1,163 @@
+//! File content commands: AllocChunk, SetChunkVersion, CommitWrite, Truncate, and the
+//! helpers that keep the chunk table and the byte total in step with the files.
+//!
+//! Invariants: a chunk is in the chunk table exactly while one file slot references it,
+//! with that file's inode and slot index; versions only rise; a file's length and every
+//! allocated chunk's offset stay below [`MAX_FILE_SIZE`].
+
+use crate::node::Slot;
+use crate::state::MetaState;
+use crate::{Attr, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MetaError, MetaResponse};
+
+impl MetaState {
+    pub(crate) fn alloc_chunk(
+        &mut self,
+        inode: InodeId,
+        index: u64,
+    ) -> Result<MetaResponse, MetaError> {
+        let chunk_size = self.config_chunk_size();
+        let file = self.file(inode)?;
+        if index
+            .checked_mul(chunk_size)
+            .is_none_or(|offset| offset >= MAX_FILE_SIZE)
+        {
+            return Err(MetaError::invalid(
+                format_args!("chunk index {index}"),
+                "lies past the largest file size (2^60 bytes)",
+            ));
+        }
+        let pos = match file.slots.binary_search_by_key(&index, |s| s.index) {
+            Ok(pos) => {
+                let chunk_id = file.slots[pos].chunk;
+                let version = self.version(chunk_id);
+                return Ok(MetaResponse::Chunk {
+                    chunk_id,
+                    version,
+                    fresh: false,
+                });
+            }
+            Err(pos) => pos,
+        };
+        let chunk_id = self.alloc_chunk_id();
+        self.chunks.insert(
+            chunk_id,
+            ChunkMeta {
+                inode,
+                index,
+                version: 1,
+            },
+        );
+        let file = self
+            .node_mut(inode)
+            .as_file_mut()
+            .expect("checked to be a file above");
+        file.slots.insert(
+            pos,
+            Slot {
+                index,
+                chunk: chunk_id,
+            },
+        );
+        Ok(MetaResponse::Chunk {
+            chunk_id,
+            version: 1,
+            fresh: true,
+        })
+    }
+
+    pub(crate) fn set_chunk_version(
+        &mut self,
+        chunk_id: ChunkId,
+        version: u64,
+    ) -> Result<MetaResponse, MetaError> {
+        let meta = self
+            .chunks
+            .get_mut(&chunk_id)
+            .ok_or_else(|| MetaError::NotFound(format!("chunk {chunk_id}")))?;
+        // Never lowers: a late or repeated bump must not undo a newer one.
+        meta.version = meta.version.max(version);
+        Ok(MetaResponse::Unit)
+    }
+
+    pub(crate) fn commit_write(
+        &mut self,
+        inode: InodeId,
+        end: u64,
+        now_ns: i64,
+    ) -> Result<MetaResponse, MetaError> {
+        if end > MAX_FILE_SIZE {
+            return Err(MetaError::invalid(
+                format_args!("write end {end}"),
+                "lies past the largest file size (2^60 bytes)",
+            ));
+        }
+        let length = self.file(inode)?.length;
+        self.set_length(inode, length.max(end));
+        let node = self.node_mut(inode);
+        node.touch(now_ns);
+        Ok(MetaResponse::Attr(node.attr(inode)))
+    }
+
+    pub(crate) fn truncate(
+        &mut self,
+        inode: InodeId,
+        size: u64,
+        now_ns: i64,
+    ) -> Result<MetaResponse, MetaError> {
+        if size > MAX_FILE_SIZE {
+            return Err(MetaError::invalid(
+                format_args!("size {size}"),
+                "is past the largest file size (2^60 bytes)",
+            ));
+        }
+        self.file(inode)?;
+        let keep_slots = size.div_ceil(self.config_chunk_size());
+        let mut freed = Vec::new();
+        self.free_slots_from(inode, keep_slots, &mut freed);
+        self.set_length(inode, size);
+        let node = self.node_mut(inode);
+        node.touch(now_ns);
+        let attr: Attr = node.attr(inode);
+        freed.sort_unstable();
+        Ok(MetaResponse::Truncated { attr, freed })
+    }
+
+    // ---- helpers that cannot fail
+
+    /// Removes the slots of file `inode` with index >= `keep_slots` and their chunks,
+    /// appending `(chunk, version)` of each to `freed`.
+    pub(crate) fn free_slots_from(
+        &mut self,
+        inode: InodeId,
+        keep_slots: u64,
+        freed: &mut Vec<(ChunkId, u64)>,
+    ) {
+        let file = self
+            .node_mut(inode)
+            .as_file_mut()
+            .expect("caller checked that this is a file");
+        let cut = file.first_at_or_after(keep_slots);
+        let gone: Vec<Slot> = file.slots.drain(cut..).collect();
+        // A file truncated far down should not keep its old slot capacity.
+        if file.slots.capacity() > 2 * file.slots.len() + 4 {
+            file.slots.shrink_to_fit();
+        }
+        for slot in gone {
+            let meta = self
+                .chunks
+                .remove(&slot.chunk)
+                .expect("every slot's chunk is in the table");
+            freed.push((slot.chunk, meta.version));
+        }
+    }
+
+    /// Sets the length of file `inode`, keeping the byte total in step.
+    pub(crate) fn set_length(&mut self, inode: InodeId, length: u64) {
+        let file = self
+            .node_mut(inode)
+            .as_file_mut()
+            .expect("caller checked that this is a file");
+        let old = std::mem::replace(&mut file.length, length);
+        self.counts.bytes = self.counts.bytes - u128::from(old) + u128::from(length);
+    }
+}
