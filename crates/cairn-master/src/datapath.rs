@@ -42,7 +42,12 @@ impl Master {
             let inode = if req.inode != 0 {
                 req.inode
             } else {
-                meta.lookup(&crate::master::parse_path(&req.path)?)?.inode
+                let path = crate::master::parse_path(&req.path)?;
+                let attr = meta.lookup(&path)?;
+                if attr.file_type != cairn_meta::FileType::File {
+                    return Err(cairn_meta::MetaError::IsADirectory(path.to_string()).into());
+                }
+                attr.inode
             };
             let (attr, refs) = meta.file_chunks(inode, req.first_index, req.count)?;
             (attr, refs, meta.chunk_size())

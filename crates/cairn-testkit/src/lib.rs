@@ -17,30 +17,74 @@ use cairn_client::{Client, ClientConfig};
 use cairn_common::CancellationToken;
 use cairn_master::MasterConfig;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 pub mod process;
 
 /// Default chunk size of test clusters: small, so tests cross chunk boundaries cheaply.
 pub const TEST_CHUNK_SIZE: u64 = 1 << 20;
 
+/// One server on its own tokio runtime, so that killing it drops every task it started
+/// (connections included), as a crashed process would.
 struct Node {
     addr: SocketAddr,
     dir: PathBuf,
-    task: Option<(CancellationToken, JoinHandle<()>)>,
+    running: Option<Running>,
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    token: CancellationToken,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Node {
-    async fn stop(&mut self, graceful: bool) {
-        if let Some((token, task)) = self.task.take() {
-            if graceful {
-                token.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-            } else {
-                task.abort();
-                let _ = task.await;
+    /// Starts `serve` on a fresh runtime, handing it a listener bound to `addr`.
+    fn start<F, Fut>(
+        &mut self,
+        name: &str,
+        listener: std::net::TcpListener,
+        serve: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnOnce(TcpListener, CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("{name}-rt"))
+            .enable_all()
+            .build()?;
+        let token = CancellationToken::new();
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let t = token.clone();
+        listener.set_nonblocking(true)?;
+        runtime.spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(l) => serve(l, t).await,
+                Err(e) => tracing::error!(error = %e, "cannot adopt a test listener"),
             }
+            let _ = tx.send(());
+        });
+        self.running = Some(Running {
+            runtime,
+            token,
+            done,
+        });
+        Ok(())
+    }
+
+    /// Stops the node: cleanly (shutdown token, wait) or abruptly (drop every task).
+    async fn stop(&mut self, graceful: bool) {
+        let Some(r) = self.running.take() else { return };
+        if graceful {
+            r.token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), r.done).await;
         }
+        // Blocking work of the node (disk I/O) may still finish, like writes a kernel
+        // completes after a process dies; wait for it so the data dir is free again.
+        let rt = r.runtime;
+        let _ =
+            tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(10))).await;
     }
 }
 
@@ -90,11 +134,11 @@ impl Builder {
             .prefix("cairn-test-")
             .tempdir()
             .context("create temp dir")?;
-        let master_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let master_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let master = Node {
             addr: master_listener.local_addr()?,
             dir: dir.path().join("master"),
-            task: None,
+            running: None,
         };
         let mut cluster = TestCluster {
             master,
@@ -102,16 +146,16 @@ impl Builder {
             builder: self,
             dir: Some(dir),
         };
-        cluster.spawn_master(master_listener);
+        cluster.spawn_master(master_listener)?;
         for i in 0..cluster.builder.chunkservers {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             let root = cluster.root().to_path_buf();
             cluster.chunkservers.push(Node {
                 addr: listener.local_addr()?,
                 dir: root.join(format!("cs{}", i + 1)),
-                task: None,
+                running: None,
             });
-            cluster.spawn_chunkserver(i, listener);
+            cluster.spawn_chunkserver(i, listener)?;
         }
         cluster
             .wait_for_servers(cluster.builder.chunkservers, Duration::from_secs(20))
@@ -172,31 +216,34 @@ impl TestCluster {
         c
     }
 
-    fn spawn_master(&mut self, listener: TcpListener) {
-        let token = CancellationToken::new();
+    fn spawn_master(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
         let config = self.master_config();
-        let t = token.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = cairn_master::run(config, listener, t).await {
-                tracing::error!(error = %e, "test master stopped with an error");
-            }
-        });
-        self.master.task = Some((token, task));
+        self.master
+            .start("master", listener, move |l, token| async move {
+                if let Err(e) = cairn_master::run(config, l, token).await {
+                    tracing::error!(error = %e, "test master stopped with an error");
+                }
+            })
     }
 
-    fn spawn_chunkserver(&mut self, i: usize, listener: TcpListener) {
-        let token = CancellationToken::new();
+    fn spawn_chunkserver(
+        &mut self,
+        i: usize,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<()> {
         let mut config =
             ChunkServerConfig::new(self.chunkservers[i].dir.clone(), self.master_addr());
         config.full_report_interval = Duration::from_secs(30);
         (self.builder.tweak_chunkserver)(&mut config);
-        let t = token.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = cairn_chunkserver::run(config, listener, t).await {
-                tracing::error!(error = %e, "test chunk server stopped with an error");
-            }
-        });
-        self.chunkservers[i].task = Some((token, task));
+        self.chunkservers[i].start(
+            &format!("cs{}", i + 1),
+            listener,
+            move |l, token| async move {
+                if let Err(e) = cairn_chunkserver::run(config, l, token).await {
+                    tracing::error!(error = %e, "test chunk server stopped with an error");
+                }
+            },
+        )
     }
 
     /// A client with a short deadline, suitable for tests.
@@ -228,8 +275,7 @@ impl TestCluster {
     pub async fn restart_master(&mut self) -> anyhow::Result<()> {
         self.master.stop(false).await;
         let listener = bind_again(self.master.addr).await?;
-        self.spawn_master(listener);
-        Ok(())
+        self.spawn_master(listener)
     }
 
     /// Stops a chunk server abruptly.
@@ -241,8 +287,7 @@ impl TestCluster {
     pub async fn restart_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
         self.chunkservers[i].stop(false).await;
         let listener = bind_again(self.chunkservers[i].addr).await?;
-        self.spawn_chunkserver(i, listener);
-        Ok(())
+        self.spawn_chunkserver(i, listener)
     }
 
     /// Waits until the master reports `n` live chunk servers.
@@ -270,9 +315,9 @@ impl Drop for TestCluster {
             .iter_mut()
             .chain(std::iter::once(&mut self.master))
         {
-            if let Some((token, task)) = node.task.take() {
-                token.cancel();
-                task.abort();
+            if let Some(r) = node.running.take() {
+                r.token.cancel();
+                r.runtime.shutdown_background();
             }
         }
         if std::env::var_os("CAIRN_KEEP_TEST_DIRS").is_some() {
@@ -284,10 +329,10 @@ impl Drop for TestCluster {
 }
 
 /// Binds an address a stopped node used, retrying briefly while the kernel releases it.
-async fn bind_again(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+async fn bind_again(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match TcpListener::bind(addr).await {
+        match std::net::TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!(%addr, error = %e, "address still busy");

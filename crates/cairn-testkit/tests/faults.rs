@@ -1,0 +1,263 @@
+//! Faults on an in-process cluster: corrupt replicas, master crashes, torn logs, and
+//! malformed requests. Each asserts that nothing acknowledged is lost and nothing corrupt
+//! is served.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_proto::pb;
+use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
+use cairn_proto::pb::master_client::MasterClient;
+use cairn_testkit::{TestCluster, init_logging, pattern, wait_until};
+
+/// The replica file of `chunk` on the chunk server whose data dir is `dir`.
+fn replica_file(dir: &std::path::Path, chunk: u64) -> PathBuf {
+    dir.join("store")
+        .join("chunks")
+        .join(format!("{:02x}", chunk & 0xff))
+        .join(format!("{chunk:016x}.chunk"))
+}
+
+fn flip_byte(path: &std::path::Path, from_end: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open replica");
+    let len = f.metadata().expect("stat replica").len();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, len - from_end).expect("read byte");
+    b[0] ^= 0x5A;
+    f.write_all_at(&b, len - from_end).expect("write byte");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    let data = Bytes::from(pattern(7, (2 << 20) + 1000));
+    client.write_all("/f", data.clone(), false).await?;
+    let (_, chunks) = client.chunks("/f").await?;
+    let chunk = &chunks[0];
+    assert_eq!(chunk.replicas.len(), 3);
+    // Damage two of the three replicas of the first chunk, in their last data block.
+    let mut damaged = Vec::new();
+    for addr in &chunk.replicas[..2] {
+        let i = (0..cluster.chunkserver_count())
+            .find(|i| &cluster.chunkserver_addr(*i) == addr)
+            .expect("server");
+        let path = replica_file(cluster.chunkserver_dir(i), chunk.chunk_id);
+        flip_byte(&path, 10);
+        damaged.push(path);
+    }
+    for _ in 0..3 {
+        let back = client.read_all("/f").await?;
+        assert!(back == data, "read returned wrong bytes");
+    }
+    // The damaged replicas were dropped by their servers and by the master.
+    wait_until(
+        Duration::from_secs(10),
+        "corrupt replicas to be removed",
+        || async { damaged.iter().all(|p| !p.exists()) },
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the master to forget them",
+        || async {
+            client
+                .chunks("/f")
+                .await
+                .map(|(_, c)| c[0].replicas.len() == 1)
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_crash_keeps_every_acknowledged_operation() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    let mut files = Vec::new();
+    for i in 0..20u64 {
+        let dir = format!("/d{}", i % 4);
+        client.mkdir(&dir, true).await?;
+        let path = format!("{dir}/f{i}");
+        let data = Bytes::from(pattern(i, (i as usize) * 70_000 + 1));
+        client.write_all(&path, data.clone(), false).await?;
+        files.push((path, data));
+    }
+    client.rename("/d0/f0", "/d1/moved").await?;
+    client.delete("/d2/f2", false).await?;
+    cluster.kill_master().await;
+    cluster.restart_master().await?;
+    cluster.wait_for_servers(3, Duration::from_secs(20)).await?;
+    for (path, data) in &files {
+        let path = match path.as_str() {
+            "/d0/f0" => "/d1/moved",
+            "/d2/f2" => {
+                let e = client.stat(path).await.expect_err("deleted file is gone");
+                assert_eq!(e.kind(), cairn_proto::ErrorKind::NotFound);
+                continue;
+            }
+            p => p,
+        };
+        let back = client.read_all(path).await?;
+        assert!(&back == data, "{path} differs after the master restarted");
+    }
+    // New writes work after the restart.
+    client
+        .write_all("/after", Bytes::from_static(b"still here"), false)
+        .await?;
+    assert_eq!(&client.read_all("/after").await?[..], b"still here");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_torn_log_tail_is_cut_and_acknowledged_operations_survive() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    for i in 0..10 {
+        client.mkdir(&format!("/dir{i}"), false).await?;
+    }
+    cluster.kill_master().await;
+    // A crash in the middle of a write leaves half a record at the end of the log.
+    let oplog = cluster.root().join("master").join("oplog");
+    let newest = std::fs::read_dir(&oplog)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a log segment");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&newest)?;
+        f.write_all(&[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])?;
+    }
+    cluster.restart_master().await?;
+    for i in 0..10 {
+        assert!(client.stat(&format!("/dir{i}")).await?.is_dir());
+    }
+    client.mkdir("/after-restart", false).await?;
+    cluster.kill_master().await;
+    cluster.restart_master().await?;
+    assert!(client.stat("/after-restart").await?.is_dir());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_requests_get_typed_errors_and_servers_stay_up() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = TestCluster::builder().start().await?;
+    let channel = cairn_common::grpc::lazy_channel(&cluster.master_addr(), Duration::from_secs(2))?;
+    let mut master = MasterClient::new(channel);
+    let bad_paths = ["", "rel", "/a/../b", "/a//b", "/a/./b", "/a\0b"];
+    for p in bad_paths {
+        let e = master
+            .mkdir(pb::MkdirRequest {
+                req: None,
+                path: p.into(),
+                parents: true,
+                mode: 0,
+            })
+            .await
+            .expect_err(p);
+        assert_eq!(
+            cairn_proto::ErrorKind::of_status(&e),
+            cairn_proto::ErrorKind::InvalidPath,
+            "{p:?}"
+        );
+    }
+    let long = format!("/{}", "n".repeat(256));
+    let e = master
+        .create(pb::CreateRequest {
+            path: long,
+            ..Default::default()
+        })
+        .await
+        .expect_err("long name");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::InvalidPath
+    );
+    let e = master
+        .prepare_write(pb::PrepareWriteRequest {
+            req: None,
+            inode: 999_999,
+            chunk_index: 0,
+        })
+        .await
+        .expect_err("unknown inode");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::NotFound
+    );
+
+    // Chunk server: a stream without a header, and a forged lease.
+    let cs =
+        cairn_common::grpc::lazy_channel(&cluster.chunkserver_addr(0), Duration::from_secs(2))?;
+    let mut cs = ChunkServiceClient::new(cs);
+    let data = pb::WriteRequest {
+        msg: Some(pb::write_request::Msg::Data(pb::WriteData {
+            data: Bytes::from_static(b"x"),
+            crc32c: 0,
+        })),
+    };
+    let e = cs
+        .write(tokio_stream::iter(vec![data]))
+        .await
+        .expect_err("no header");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::InvalidArgument
+    );
+    let forged = pb::WriteRequest {
+        msg: Some(pb::write_request::Msg::Header(pb::WriteHeader {
+            lease: Some(pb::Lease {
+                chunk_id: 1,
+                version: 1,
+                primary_id: 1,
+                expiry_unix_ms: u64::MAX,
+                create: true,
+                mac: Bytes::from(vec![0u8; 32]),
+            }),
+            kind: pb::MutationKind::Write as i32,
+            ..Default::default()
+        })),
+    };
+    let e = cs
+        .write(tokio_stream::iter(vec![forged]))
+        .await
+        .expect_err("forged lease");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::PermissionDenied
+    );
+    let e = cs
+        .read(pb::ReadRequest {
+            chunk_id: 12345,
+            version: 1,
+            offset: 0,
+            length: 10,
+        })
+        .await
+        .expect_err("no such replica");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::NotFound
+    );
+
+    // Everything still serves.
+    let client = cluster.client().await?;
+    client
+        .write_all("/ok", Bytes::from_static(b"fine"), false)
+        .await?;
+    assert_eq!(&client.read_all("/ok").await?[..], b"fine");
+    Ok(())
+}
