@@ -88,3 +88,19 @@ pub(crate) fn read_at_or_zero(file: &File, buf: &mut [u8], offset: u64) -> io::R
     buf[done..].fill(0);
     Ok(done)
 }
+
+/// Asks the kernel to start writing `[offset, offset+len)` of `file` back to disk without
+/// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint: durability still
+/// comes from `fdatasync`, so a failure here is ignored.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}

@@ -74,6 +74,7 @@ impl StagingCtx {
             start,
             pos: start,
             crcs: Vec::new(),
+            flushed: start,
             cur: crc_zeros(start % bs),
         })
     }
@@ -115,7 +116,13 @@ pub(crate) struct TempReplica {
     crcs: Vec<u32>,
     /// Running CRC of the block containing `pos`.
     cur: u32,
+    /// Data bytes below this offset have been handed to the kernel for writeback.
+    flushed: u64,
 }
+
+/// Writeback of a temp replica is started every this many bytes, so the disk works while
+/// data still streams in and the final `fdatasync` has only the tail left to wait for.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl TempReplica {
     /// Appends `data` at the current end.
@@ -137,6 +144,12 @@ impl TempReplica {
                 self.crcs.push(self.cur);
                 self.cur = 0;
             }
+        }
+        if self.pos - self.flushed >= WRITEBACK_STEP {
+            let from = self.layout.data_offset() + self.flushed;
+            let len = self.pos - self.flushed;
+            crate::fsutil::start_writeback(&self.tmp.file, from, len);
+            self.flushed = self.pos;
         }
         Ok(())
     }

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     keep: bool,
     #[arg(long)]
     json: bool,
+    /// Chunks written concurrently (default: the client library's).
+    #[arg(long)]
+    parallel: Option<usize>,
 }
 
 /// Fills a local file with non-repeating bytes (zeros would flatter sparse storage).
@@ -60,17 +63,34 @@ fn make_source(size: u64) -> anyhow::Result<tempfile::NamedTempFile> {
     Ok(f)
 }
 
+fn crc_of_file(path: &std::path::Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 pub async fn bench(client: &Client, a: &BenchArgs) -> CmdResult {
+    let mut config = client.config().clone();
+    if let Some(p) = a.parallel {
+        config.write_parallelism = p.max(1);
+    }
+    let client = &Client::connect(config).await?;
     let runs = a.runs.max(1);
     let source = make_source(a.size)?;
-    let expected = std::fs::read(source.path())
-        .map(|b| crc32c::crc32c(&b))
-        .context("hash the source")?;
+    let expected = crc_of_file(source.path()).context("hash the source")?;
     let mut put = Vec::new();
     let mut get = Vec::new();
     if a.workload == Workload::Get {

@@ -42,16 +42,16 @@ pub async fn put(client: &Client, local: &str, to: &str, force: bool) -> CmdResu
     let mut to = remote(to)?;
     if local != "-" {
         // Putting into an existing directory keeps the local file name, like cp.
-        if let Ok(a) = client.stat(&to).await {
-            if a.is_dir() {
-                let name = Path::new(local)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(|| {
-                        Error::new(Kind::InvalidArgument, format!("{local}: no file name"))
-                    })?;
-                to = join_remote(&to, name);
-            }
+        if let Ok(a) = client.stat(&to).await
+            && a.is_dir()
+        {
+            let name = Path::new(local)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| {
+                    Error::new(Kind::InvalidArgument, format!("{local}: no file name"))
+                })?;
+            to = join_remote(&to, name);
         }
         let meta = std::fs::metadata(local).with_context(|| format!("read {local}"))?;
         if meta.is_dir() {
@@ -222,11 +222,12 @@ pub async fn rm(client: &Client, paths: &[String], recursive: bool) -> CmdResult
 pub async fn mv(client: &Client, from: &str, to: &str) -> CmdResult {
     let (from, mut to) = (remote(from)?, remote(to)?);
     // Moving onto an existing directory moves into it, like mv(1).
-    if let Ok(a) = client.stat(&to).await {
-        if a.is_dir() && from != to {
-            let name = from.rsplit('/').next().unwrap_or_default();
-            to = join_remote(&to, name);
-        }
+    if let Ok(a) = client.stat(&to).await
+        && a.is_dir()
+        && from != to
+    {
+        let name = from.rsplit('/').next().unwrap_or_default();
+        to = join_remote(&to, name);
     }
     client.rename(&from, &to).await?;
     Ok(())

@@ -128,7 +128,7 @@ impl Producer {
             }
             let mut last_err = None;
             for replica in &loc.replicas {
-                match self.from_replica(&loc, replica, &mut pos, end).await {
+                match self.read_replica(&loc, replica, &mut pos, end).await {
                     Ok(()) => return Ok(()),
                     Err(Stop::Closed) => return Err(None),
                     Err(Stop::Replica(e)) => {
@@ -184,7 +184,7 @@ impl Producer {
     }
 
     /// Streams `[pos, end)` from one replica, advancing `pos` past every byte sent.
-    async fn from_replica(
+    async fn read_replica(
         &self,
         loc: &pb::ChunkLocation,
         replica: &pb::ServerRef,

@@ -37,10 +37,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     fsync_dir(dir)?;
-    if let Some(parent) = dir.parent() {
-        if !parent.as_os_str().is_empty() {
-            fsync_dir(parent)?;
-        }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fsync_dir(parent)?;
     }
     Ok(())
 }

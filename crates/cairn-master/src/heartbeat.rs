@@ -69,11 +69,11 @@ impl Master {
                     }
                     let report = std::mem::take(&mut pending_report);
                     if server_id.is_none()
-                        || !self
+                        || self
                             .cluster()
                             .servers
                             .get(&r.server_id)
-                            .is_some_and(|s| s.session == session)
+                            .is_none_or(|s| s.session != session)
                     {
                         if let Err(msg) = self.register(&r, session, out.clone()) {
                             tracing::warn!(server = r.server_id, addr = %r.addr, "{msg}");
@@ -127,13 +127,14 @@ impl Master {
         out: mpsc::UnboundedSender<Outgoing>,
     ) -> Result<(), String> {
         let mut cluster = self.cluster();
-        if let Some(s) = cluster.servers.get(&r.server_id) {
-            if s.alive && s.addr != r.addr {
-                return Err(format!(
-                    "server id {} is already registered from {}; refusing {} (copied data directory?)",
-                    r.server_id, s.addr, r.addr
-                ));
-            }
+        if let Some(s) = cluster.servers.get(&r.server_id)
+            && s.alive
+            && s.addr != r.addr
+        {
+            return Err(format!(
+                "server id {} is already registered from {}; refusing {} (copied data directory?)",
+                r.server_id, s.addr, r.addr
+            ));
         }
         // A previous stream from the same server (a restart before the old stream was
         // noticed closing) is superseded: forget what it reported.

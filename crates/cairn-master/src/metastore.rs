@@ -325,10 +325,10 @@ impl Committer {
             for r in wants_checkpoint {
                 let _ = r.send(result.clone().map(|_| MetaResponse::Unit));
             }
-        } else if self.since_checkpoint >= self.policy.every_records {
-            if let Err(e) = self.checkpoint(false) {
-                tracing::warn!(error = %e, "checkpoint failed; will retry later");
-            }
+        } else if self.since_checkpoint >= self.policy.every_records
+            && let Err(e) = self.checkpoint(false)
+        {
+            tracing::warn!(error = %e, "checkpoint failed; will retry later");
         }
     }
 

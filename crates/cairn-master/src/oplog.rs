@@ -130,13 +130,13 @@ impl OpLog {
                     "cut a torn tail off the operation log");
             }
             let mut next = *first;
-            if let Some(e) = expected {
-                if *first != e {
-                    return Err(invalid(format!(
-                        "operation log segment {} starts at {first}, expected {e}",
-                        path.display()
-                    )));
-                }
+            if let Some(e) = expected
+                && *first != e
+            {
+                return Err(invalid(format!(
+                    "operation log segment {} starts at {first}, expected {e}",
+                    path.display()
+                )));
             }
             for (index, payload) in frames {
                 if index != next {
@@ -155,12 +155,12 @@ impl OpLog {
             last = Some((*first, path.clone(), valid as u64));
         }
         let next_index = expected.unwrap_or(after + 1).max(after + 1);
-        if let Some(first) = replay.records.first().map(|r| r.0) {
-            if first != after + 1 {
-                return Err(invalid(format!(
-                    "operation log resumes at record {first} but the checkpoint covers only up to {after}"
-                )));
-            }
+        if let Some(first) = replay.records.first().map(|r| r.0)
+            && first != after + 1
+        {
+            return Err(invalid(format!(
+                "operation log resumes at record {first} but the checkpoint covers only up to {after}"
+            )));
         }
         let (segment_first, path, write_pos) = match last {
             // A log that ends before the checkpoint (all its records already covered) is
@@ -173,6 +173,7 @@ impl OpLog {
         };
         let file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&path)?;
@@ -239,6 +240,7 @@ impl OpLog {
         let path = self.dir.join(segment_name(self.next_index));
         let file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&path)?;

@@ -219,6 +219,28 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Marks `status` as caused by chunk server `server_id` (a replica fault the master should
+/// hear about), unless an earlier hop already named one.
+pub fn blame_server(mut status: tonic::Status, server_id: u64) -> tonic::Status {
+    if failed_server(&status).is_none()
+        && let Ok(v) = tonic::metadata::MetadataValue::try_from(server_id.to_string())
+    {
+        status.metadata_mut().insert(FAILED_SERVER_HEADER, v);
+    }
+    status
+}
+
+/// The chunk server a failed chain write names as the faulty replica, if any.
+pub fn failed_server(status: &tonic::Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(FAILED_SERVER_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,26 +272,4 @@ mod tests {
         assert_eq!(ErrorKind::of_status(&s), ErrorKind::Unavailable);
         assert!(ErrorKind::of_status(&s).is_retryable());
     }
-}
-
-/// Marks `status` as caused by chunk server `server_id` (a replica fault the master should
-/// hear about), unless an earlier hop already named one.
-pub fn blame_server(mut status: tonic::Status, server_id: u64) -> tonic::Status {
-    if failed_server(&status).is_none() {
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(server_id.to_string()) {
-            status.metadata_mut().insert(FAILED_SERVER_HEADER, v);
-        }
-    }
-    status
-}
-
-/// The chunk server a failed chain write names as the faulty replica, if any.
-pub fn failed_server(status: &tonic::Status) -> Option<u64> {
-    status
-        .metadata()
-        .get(FAILED_SERVER_HEADER)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }

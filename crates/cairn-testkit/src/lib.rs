@@ -320,10 +320,10 @@ impl Drop for TestCluster {
                 r.runtime.shutdown_background();
             }
         }
-        if std::env::var_os("CAIRN_KEEP_TEST_DIRS").is_some() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("keeping test data in {}", d.keep().display());
-            }
+        if std::env::var_os("CAIRN_KEEP_TEST_DIRS").is_some()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("keeping test data in {}", d.keep().display());
         }
     }
 }

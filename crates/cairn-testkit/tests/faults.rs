@@ -109,7 +109,7 @@ async fn master_crash_keeps_every_acknowledged_operation() -> anyhow::Result<()>
             p => p,
         };
         let back = client.read_all(path).await?;
-        assert!(&back == data, "{path} differs after the master restarted");
+        assert!(back == data, "{path} differs after the master restarted");
     }
     // New writes work after the restart.
     client
