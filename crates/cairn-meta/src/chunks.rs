@@ -1,13 +1,15 @@
-//! File content commands: AllocChunk, SetChunkVersion, CommitWrite, Truncate, and the
-//! helpers that keep the chunk table and the byte total in step with the files.
+//! File content commands: AllocChunk, SetChunkVersion, CommitWrite, Truncate,
+//! ReserveAppend, and the helpers that keep the chunk table and the byte total in step with
+//! the files.
 //!
 //! Invariants: a chunk is in the chunk table exactly while one file slot references it,
 //! with that file's inode and slot index; versions only rise; a file's length and every
-//! allocated chunk's offset stay below [`MAX_FILE_SIZE`].
+//! allocated chunk's offset stay below [`MAX_FILE_SIZE`]; an append reservation is kept
+//! only while it lies past the file's length (so `CommitWrite` drops the ones it covers).
 
 use crate::node::Slot;
 use crate::state::MetaState;
-use crate::{Attr, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MetaError, MetaResponse};
+use crate::{Attr, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MetaError, MetaResponse, SessionId};
 
 impl MetaState {
     pub(crate) fn alloc_chunk(
@@ -84,6 +86,7 @@ impl MetaState {
         inode: InodeId,
         end: u64,
         now_ns: i64,
+        session: Option<SessionId>,
     ) -> Result<MetaResponse, MetaError> {
         if end > MAX_FILE_SIZE {
             return Err(MetaError::invalid(
@@ -92,7 +95,12 @@ impl MetaState {
             ));
         }
         let length = self.file(inode)?.length;
-        self.set_length(inode, length.max(end));
+        self.check_write(inode, session)?;
+        let length = length.max(end);
+        self.set_length(inode, length);
+        if self.appends.get(&inode).is_some_and(|&r| r <= length) {
+            self.appends.remove(&inode);
+        }
         let node = self.node_mut(inode);
         node.touch(now_ns);
         Ok(MetaResponse::Attr(node.attr(inode)))
@@ -103,6 +111,7 @@ impl MetaState {
         inode: InodeId,
         size: u64,
         now_ns: i64,
+        session: Option<SessionId>,
     ) -> Result<MetaResponse, MetaError> {
         if size > MAX_FILE_SIZE {
             return Err(MetaError::invalid(
@@ -111,15 +120,48 @@ impl MetaState {
             ));
         }
         self.file(inode)?;
+        self.check_write(inode, session)?;
+        let freed = self.resize(inode, size, now_ns);
+        let attr: Attr = self.node(inode).attr(inode);
+        Ok(MetaResponse::Truncated { attr, freed })
+    }
+
+    /// Sets the length of file `inode` (checked by the caller), freeing the slots past it
+    /// and resetting its append reservation; mtime = ctime = now. Returns the freed
+    /// chunks, sorted by id.
+    pub(crate) fn resize(&mut self, inode: InodeId, size: u64, now_ns: i64) -> Vec<(ChunkId, u64)> {
         let keep_slots = size.div_ceil(self.config_chunk_size());
         let mut freed = Vec::new();
         self.free_slots_from(inode, keep_slots, &mut freed);
         self.set_length(inode, size);
-        let node = self.node_mut(inode);
-        node.touch(now_ns);
-        let attr: Attr = node.attr(inode);
+        self.node_mut(inode).touch(now_ns);
+        self.appends.remove(&inode);
         freed.sort_unstable();
-        Ok(MetaResponse::Truncated { attr, freed })
+        freed
+    }
+
+    pub(crate) fn reserve_append(
+        &mut self,
+        inode: InodeId,
+        len: u64,
+        session: Option<SessionId>,
+    ) -> Result<MetaResponse, MetaError> {
+        let length = self.file(inode)?.length;
+        self.check_write(inode, session)?;
+        let offset = self.appends.get(&inode).copied().unwrap_or(0).max(length);
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or_else(|| {
+                MetaError::invalid(
+                    format_args!("append of {len} bytes at {offset}"),
+                    "lies past the largest file size (2^60 bytes)",
+                )
+            })?;
+        if end > length {
+            self.appends.insert(inode, end);
+        }
+        Ok(MetaResponse::Offset(offset))
     }
 
     // ---- helpers that cannot fail

@@ -1,8 +1,9 @@
 //! The error type of the state machine.
 //!
-//! Each variant maps onto exactly one [`ErrorKind`]. Messages read "<subject>: <what>",
-//! where the subject is a path, `inode N` or `chunk N`. Errors are part of the state's
-//! de-duplication table, so they are plain data (serializable, comparable).
+//! Each variant maps onto exactly one [`ErrorKind`]. Messages read `<subject>: <what>`,
+//! where the subject is a path, `inode N`, `inode P/name`, `chunk N` or `session N`.
+//! Errors are part of the state's de-duplication table, so they are plain data
+//! (serializable, comparable).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,20 @@ pub enum MetaError {
     /// The state has not seen a `Format` command yet; retry once the master is formatted.
     #[error("file system: not formatted")]
     NotFormatted,
+    /// A lock is in the way. The string is the whole message, naming the holder:
+    /// "/a/f: locked by session 5 (host:1234)".
+    #[error("{0}")]
+    Locked(String),
+    /// A name given to an inode-based command is not a valid path component.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// The operation is not allowed on this kind of inode (a hard link to a directory).
+    #[error("{0}: operation not permitted")]
+    PermissionDenied(String),
+    /// The inode exists but has no extended attribute of that name (`ENODATA`); its kind
+    /// is `NotFound`.
+    #[error("{0}: no such attribute")]
+    NoAttribute(String),
 }
 
 impl MetaError {
@@ -40,12 +55,21 @@ impl MetaError {
             MetaError::NotEmpty(_) => ErrorKind::NotEmpty,
             MetaError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             MetaError::NotFormatted => ErrorKind::Unavailable,
+            MetaError::Locked(_) => ErrorKind::Locked,
+            MetaError::InvalidPath(_) => ErrorKind::InvalidPath,
+            MetaError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            MetaError::NoAttribute(_) => ErrorKind::NotFound,
         }
     }
 
-    /// Builds an [`MetaError::InvalidArgument`] reading "<subject>: <what>".
+    /// Builds an [`MetaError::InvalidArgument`] reading `<subject>: <what>`.
     pub(crate) fn invalid(subject: impl std::fmt::Display, what: &str) -> MetaError {
         MetaError::InvalidArgument(format!("{subject}: {what}"))
+    }
+
+    /// Builds a [`MetaError::InvalidPath`] for a bad component `name`.
+    pub(crate) fn bad_name(name: &str, why: cairn_proto::PathError) -> MetaError {
+        MetaError::InvalidPath(format!("name {name:?}: {why}"))
     }
 }
 
@@ -69,5 +93,17 @@ mod tests {
             MetaError::IsADirectory("/".into()).kind(),
             ErrorKind::IsADirectory
         );
+        assert_eq!(MetaError::Locked("x".into()).kind(), ErrorKind::Locked);
+        assert_eq!(MetaError::Locked("x".into()).to_string(), "x");
+        assert_eq!(
+            MetaError::NoAttribute("inode 2: user.a".into()).kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            MetaError::PermissionDenied("inode 2".into()).to_string(),
+            "inode 2: operation not permitted"
+        );
+        let e = MetaError::bad_name("..", cairn_proto::PathError::DotComponent("..".into()));
+        assert_eq!(e.kind(), ErrorKind::InvalidPath);
     }
 }

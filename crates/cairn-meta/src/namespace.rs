@@ -1,15 +1,14 @@
-//! Namespace commands: Mkdir, Create, Delete, Rename, and the linking helpers they share.
+//! Path-based namespace commands: Mkdir, Create, Delete, Rename.
 //!
 //! Each handler first does every check that can fail, touching nothing, and only then
-//! mutates through helpers that cannot fail; that is what keeps `apply` atomic.
-//!
-//! Invariants kept here: a directory's nlink is 2 + its subdirectory count; a non-root
-//! inode's `parent` is the directory that holds its name; an inode leaves the map exactly
-//! when its last name goes, and a file's chunks leave the chunk table with it.
+//! mutates through the helpers of `entries.rs`, which cannot fail; that is what keeps
+//! `apply` atomic. Paths never pass through symlinks (a symlink component is not a
+//! directory). Changes to a file under another session's mandatory lock fail with
+//! `Locked` (`lock_commands.rs`).
 
-use crate::node::{Body, Inode};
+use crate::node::Inode;
 use crate::{
-    CairnPath, ChunkId, InodeId, MAX_GOAL, MetaError, MetaResponse, ROOT_INODE, state::MetaState,
+    CairnPath, MAX_GOAL, MetaError, MetaResponse, ROOT_INODE, SessionId, state::MetaState,
 };
 
 impl MetaState {
@@ -77,6 +76,7 @@ impl MetaState {
         gid: u32,
         goal: u8,
         now_ns: i64,
+        session: Option<SessionId>,
     ) -> Result<MetaResponse, MetaError> {
         if goal > MAX_GOAL {
             return Err(MetaError::invalid(
@@ -108,14 +108,16 @@ impl MetaState {
         if self.node(existing).is_dir() {
             return Err(MetaError::IsADirectory(path.to_string()));
         }
-        if !overwrite {
+        if !overwrite || self.node(existing).as_file().is_none() {
             return Err(MetaError::AlreadyExists(path.to_string()));
         }
+        self.check_write(existing, session)?;
         // Overwrite keeps the inode and its owner and mode (like O_TRUNC), empties it and
         // takes an explicitly given goal.
         let mut freed = Vec::new();
         self.free_slots_from(existing, 0, &mut freed);
         self.set_length(existing, 0);
+        self.appends.remove(&existing);
         let node = self.node_mut(existing);
         node.touch(now_ns);
         if goal != 0
@@ -135,6 +137,7 @@ impl MetaState {
         path: &CairnPath,
         recursive: bool,
         now_ns: i64,
+        session: Option<SessionId>,
     ) -> Result<MetaResponse, MetaError> {
         let Some((parent_path, name)) = path.split_last() else {
             return Err(MetaError::invalid("/", "cannot delete the root directory"));
@@ -147,9 +150,11 @@ impl MetaState {
             return Err(MetaError::NotEmpty(path.to_string()));
         }
         let parent = self.resolve_dir(&parent_path)?;
+        self.check_tree_writable(id, session)?;
         let mut freed = Vec::new();
         self.unlink_entry(parent, name, now_ns);
-        self.drop_subtree(id, &mut freed);
+        // The waiters dropped here are found by the master through `lock_status`.
+        self.drop_subtree(id, now_ns, &mut freed, &mut Vec::new());
         freed.sort_unstable();
         Ok(MetaResponse::Freed(freed))
     }
@@ -160,6 +165,7 @@ impl MetaState {
         to: &CairnPath,
         no_replace: bool,
         now_ns: i64,
+        session: Option<SessionId>,
     ) -> Result<MetaResponse, MetaError> {
         let (Some((from_parent_path, from_name)), Some((to_parent_path, to_name))) =
             (from.split_last(), to.split_last())
@@ -196,76 +202,18 @@ impl MetaState {
                 }
                 _ => {}
             }
+            self.check_write(dst, session)?;
         }
+        self.check_write(src, session)?;
         let mut freed = Vec::new();
         if let Some(dst) = existing {
             self.unlink_entry(dst_parent, to_name, now_ns);
-            self.drop_subtree(dst, &mut freed);
+            self.drop_subtree(dst, now_ns, &mut freed, &mut Vec::new());
         }
         self.unlink_entry(src_parent, from_name, now_ns);
         self.link_entry(dst_parent, to_name, src, now_ns);
         self.node_mut(src).ctime_ns = now_ns;
         freed.sort_unstable();
         Ok(MetaResponse::Freed(freed))
-    }
-
-    // ---- helpers that cannot fail
-
-    /// Adds entry `name -> child` to directory `parent` (which must not hold `name`).
-    fn link_entry(&mut self, parent: InodeId, name: &str, child: InodeId, now_ns: i64) {
-        let child_node = self.node_mut(child);
-        child_node.parent = parent;
-        let child_is_dir = child_node.is_dir();
-        let parent_node = self.node_mut(parent);
-        if child_is_dir {
-            parent_node.nlink += 1;
-        }
-        parent_node.touch(now_ns);
-        let dir = parent_node
-            .as_dir_mut()
-            .expect("caller checked that the parent is a directory");
-        let previous = dir.entries.insert(name.into(), child);
-        debug_assert!(previous.is_none(), "caller removed any previous entry");
-    }
-
-    /// Removes entry `name` (which must exist) from directory `parent`; the inode itself
-    /// stays for the caller to move or drop.
-    fn unlink_entry(&mut self, parent: InodeId, name: &str, now_ns: i64) {
-        let child = self
-            .dir_mut(parent)
-            .entries
-            .remove(name)
-            .expect("caller resolved this entry");
-        let child_is_dir = self.node(child).is_dir();
-        let parent_node = self.node_mut(parent);
-        if child_is_dir {
-            parent_node.nlink -= 1;
-        }
-        parent_node.touch(now_ns);
-    }
-
-    /// Drops one name of `id`, already unlinked from its parent: a directory goes with its
-    /// whole subtree, a file when its last name goes. Freed chunks are appended to `freed`.
-    /// Iterative, because a tree may be deeper than any path (renames can stack subtrees).
-    fn drop_subtree(&mut self, id: InodeId, freed: &mut Vec<(ChunkId, u64)>) {
-        let mut stack = vec![id];
-        while let Some(id) = stack.pop() {
-            let node = self.node_mut(id);
-            if matches!(node.body, Body::File(_)) {
-                node.nlink -= 1;
-                if node.nlink > 0 {
-                    continue;
-                }
-                self.free_slots_from(id, 0, freed);
-                self.set_length(id, 0);
-                self.counts.files -= 1;
-            } else {
-                self.counts.directories -= 1;
-            }
-            let removed = self.inodes.remove(&id).expect("inode was just read");
-            if let Body::Dir(dir) = removed.body {
-                stack.extend(dir.entries.into_values());
-            }
-        }
     }
 }

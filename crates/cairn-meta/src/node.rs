@@ -5,9 +5,13 @@
 //! sparse, index-sorted vector of `(index, chunk id)` so a far-out write costs one entry,
 //! not a run of holes; versions live in the chunk table only.
 //!
+//! Everything most inodes lack (extended attributes, locks, append reservations, the
+//! directories of a hard-linked inode's further names) lives in side tables keyed by
+//! inode, not here.
+//!
 //! Invariants: `Slot::index` strictly increases along `FileBody::slots`; `Slot::chunk` is
-//! never 0; `parent` is the directory holding this inode's (first) name, the root's parent
-//! is the root itself.
+//! never 0; `parent` is a directory holding one of this inode's names (a directory has
+//! exactly one), the root's parent is the root itself; a symlink target is 1..=4096 bytes.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +38,8 @@ pub(crate) struct Inode {
 pub(crate) enum Body {
     File(FileBody),
     Dir(DirBody),
+    /// A symbolic link and its target (never followed by the state).
+    Symlink(Box<str>),
 }
 
 /// A regular file.
@@ -82,6 +88,19 @@ impl Inode {
         Inode::new(parent, mode, uid, gid, 1, now, body)
     }
 
+    /// A new symlink under `parent` (mode 0o777, as POSIX symlinks have).
+    pub fn new_symlink(parent: InodeId, target: &str, uid: u32, gid: u32, now: i64) -> Inode {
+        Inode::new(
+            parent,
+            0o777,
+            uid,
+            gid,
+            1,
+            now,
+            Body::Symlink(target.into()),
+        )
+    }
+
     fn new(
         parent: InodeId,
         mode: u32,
@@ -111,28 +130,28 @@ impl Inode {
     pub fn as_dir(&self) -> Option<&DirBody> {
         match &self.body {
             Body::Dir(d) => Some(d),
-            Body::File(_) => None,
+            _ => None,
         }
     }
 
     pub fn as_dir_mut(&mut self) -> Option<&mut DirBody> {
         match &mut self.body {
             Body::Dir(d) => Some(d),
-            Body::File(_) => None,
+            _ => None,
         }
     }
 
     pub fn as_file(&self) -> Option<&FileBody> {
         match &self.body {
             Body::File(f) => Some(f),
-            Body::Dir(_) => None,
+            _ => None,
         }
     }
 
     pub fn as_file_mut(&mut self) -> Option<&mut FileBody> {
         match &mut self.body {
             Body::File(f) => Some(f),
-            Body::Dir(_) => None,
+            _ => None,
         }
     }
 
@@ -147,6 +166,7 @@ impl Inode {
         let (file_type, size, goal, chunk_count) = match &self.body {
             Body::File(f) => (FileType::File, f.length, f.goal, f.slot_count()),
             Body::Dir(d) => (FileType::Directory, d.entries.len() as u64, 0, 0),
+            Body::Symlink(t) => (FileType::Symlink, t.len() as u64, 0, 0),
         };
         Attr {
             inode,

@@ -1,23 +1,28 @@
-//! [`MetaState`]: the stored namespace, the `apply` entry point and the read-only queries.
+//! [`MetaState`]: the stored namespace, the `apply` entry point and the helpers every
+//! command handler shares.
 //!
 //! The state is a set of ordered maps (inodes by id, chunks by id), the id counters, running
-//! totals, and the request de-duplication table. Command handlers live in `namespace.rs`
-//! and `chunks.rs`; each validates everything first and mutates only once nothing can fail,
-//! which is what makes `apply` atomic without copying the state.
+//! totals, the request de-duplication table, and side tables keyed by inode (sessions and
+//! locks, extended attributes, append reservations, hard-link parents). `dispatch.rs`
+//! routes each command to its handler (`namespace.rs`, `chunks.rs`, `posix.rs`,
+//! `rename_at.rs`, `xattr.rs`, `lock_commands.rs`); each validates everything first and
+//! mutates only once nothing can fail, which is what makes `apply` atomic without copying
+//! the state. Read-only queries live in `queries.rs` and `lock_commands.rs`.
 //!
 //! Invariants: formatted iff `config` is `Some`, and then the root inode exists and is a
-//! directory; `counts` equals what a full walk would count; ids below the counters only.
+//! directory; `counts` equals what a full walk would count; ids below the counters only;
+//! side tables name live inodes only.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::DedupTable;
 use crate::node::{DirBody, FileBody, Inode};
+use crate::sessions::Sessions;
 use crate::{
-    Attr, CairnPath, ChunkId, ChunkMeta, ChunkRef, DEFAULT_LIST_LIMIT, InodeId, MAX_CHUNK_REFS,
-    MAX_FILE_SIZE, MAX_GOAL, MetaCommand, MetaError, MetaResponse, ROOT_INODE, RequestId, Totals,
+    CairnPath, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MAX_GOAL, MetaCommand, MetaError,
+    MetaResponse, ROOT_INODE, RequestId,
 };
 
 /// File system parameters fixed by `Format`.
@@ -36,6 +41,7 @@ pub(crate) struct Counts {
     pub directories: u64,
     /// Sum of file lengths; u128 because 16 files of the largest size overflow a u64.
     pub bytes: u128,
+    pub symlinks: u64,
 }
 
 /// The master's namespace: a pure, deterministic state machine.
@@ -53,6 +59,15 @@ pub struct MetaState {
     pub(crate) next_chunk: ChunkId,
     pub(crate) counts: Counts,
     pub(crate) dedup: DedupTable,
+    /// Client sessions and the lock tables of inodes.
+    pub(crate) sessions: Sessions,
+    /// Extended attributes of inodes that have any: name -> value.
+    pub(crate) xattrs: BTreeMap<InodeId, BTreeMap<Box<str>, Box<[u8]>>>,
+    /// Append reservations: the reserved end of files where it lies past the length.
+    pub(crate) appends: BTreeMap<InodeId, u64>,
+    /// For each non-directory with more than one name: the directory of every name,
+    /// sorted, one entry per name. Keeps `parent` valid when a name goes.
+    pub(crate) links: BTreeMap<InodeId, Vec<InodeId>>,
 }
 
 impl MetaState {
@@ -90,56 +105,7 @@ impl MetaState {
         result
     }
 
-    fn execute(&mut self, cmd: &MetaCommand) -> Result<MetaResponse, MetaError> {
-        use MetaCommand as C;
-        match cmd {
-            C::Format {
-                chunk_size,
-                default_goal,
-                lease_key,
-                now_ns,
-            } => self.format(*chunk_size, *default_goal, *lease_key, *now_ns),
-            _ if !self.is_formatted() => Err(MetaError::NotFormatted),
-            C::Mkdir {
-                path,
-                parents,
-                mode,
-                uid,
-                gid,
-                now_ns,
-            } => self.mkdir(path, *parents, *mode, *uid, *gid, *now_ns),
-            C::Create {
-                path,
-                overwrite,
-                mode,
-                uid,
-                gid,
-                goal,
-                now_ns,
-            } => self.create(path, *overwrite, *mode, *uid, *gid, *goal, *now_ns),
-            C::Delete {
-                path,
-                recursive,
-                now_ns,
-            } => self.delete(path, *recursive, *now_ns),
-            C::Rename {
-                from,
-                to,
-                no_replace,
-                now_ns,
-            } => self.rename(from, to, *no_replace, *now_ns),
-            C::AllocChunk { inode, index } => self.alloc_chunk(*inode, *index),
-            C::SetChunkVersion { chunk_id, version } => self.set_chunk_version(*chunk_id, *version),
-            C::CommitWrite { inode, end, now_ns } => self.commit_write(*inode, *end, *now_ns),
-            C::Truncate {
-                inode,
-                size,
-                now_ns,
-            } => self.truncate(*inode, *size, *now_ns),
-        }
-    }
-
-    fn format(
+    pub(crate) fn format(
         &mut self,
         chunk_size: u64,
         default_goal: u8,
@@ -175,170 +141,9 @@ impl MetaState {
             files: 0,
             directories: 1,
             bytes: 0,
+            symlinks: 0,
         };
         Ok(MetaResponse::Unit)
-    }
-
-    // ---- read-only queries
-
-    /// Whether `Format` has been applied.
-    pub fn is_formatted(&self) -> bool {
-        self.config.is_some()
-    }
-
-    /// Chunk size in bytes; 0 if unformatted.
-    pub fn chunk_size(&self) -> u64 {
-        self.config.as_ref().map_or(0, |c| c.chunk_size)
-    }
-
-    /// Goal of files created with goal 0; 0 if unformatted.
-    pub fn default_goal(&self) -> u8 {
-        self.config.as_ref().map_or(0, |c| c.default_goal)
-    }
-
-    /// Secret for signing chunk leases; all zeros if unformatted.
-    pub fn lease_key(&self) -> [u8; 32] {
-        self.config.as_ref().map_or([0; 32], |c| c.lease_key)
-    }
-
-    /// Attributes of the inode at `path`.
-    pub fn lookup(&self, path: &CairnPath) -> Result<Attr, MetaError> {
-        self.ensure_formatted()?;
-        let id = self.resolve(path)?;
-        Ok(self.node(id).attr(id))
-    }
-
-    /// Attributes of inode `inode`.
-    pub fn attr(&self, inode: InodeId) -> Result<Attr, MetaError> {
-        self.ensure_formatted()?;
-        self.inodes
-            .get(&inode)
-            .map(|n| n.attr(inode))
-            .ok_or_else(|| MetaError::NotFound(format!("inode {inode}")))
-    }
-
-    /// Paged listing sorted by name (byte order): entries with names > `start_after`, at
-    /// most `limit` of them (0 = [`DEFAULT_LIST_LIMIT`]); the bool says whether more remain.
-    pub fn list(
-        &self,
-        path: &CairnPath,
-        start_after: &str,
-        limit: usize,
-    ) -> Result<(Vec<(String, Attr)>, bool), MetaError> {
-        self.ensure_formatted()?;
-        let dir = self.resolve_dir(path)?;
-        let limit = if limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            limit
-        };
-        let mut iter = self
-            .dir(dir)
-            .entries
-            .range::<str, _>((Bound::Excluded(start_after), Bound::Unbounded));
-        let page: Vec<(String, Attr)> = iter
-            .by_ref()
-            .take(limit)
-            .map(|(name, &id)| (name.to_string(), self.node(id).attr(id)))
-            .collect();
-        Ok((page, iter.next().is_some()))
-    }
-
-    /// Attributes of a file plus its chunk slots `[first, first + count)` clipped to the
-    /// file's slots (count 0 = to the end) and to [`MAX_CHUNK_REFS`] entries. Holes have
-    /// chunk id 0 and version 0.
-    pub fn file_chunks(
-        &self,
-        inode: InodeId,
-        first: u64,
-        count: u64,
-    ) -> Result<(Attr, Vec<ChunkRef>), MetaError> {
-        self.ensure_formatted()?;
-        let file = self.file(inode)?;
-        let slots = file.slot_count();
-        let end = if count == 0 {
-            slots
-        } else {
-            first.saturating_add(count).min(slots)
-        };
-        let end = end.min(first.saturating_add(MAX_CHUNK_REFS));
-        let mut refs = Vec::with_capacity(end.saturating_sub(first) as usize);
-        let mut allocated = file.slots[file.first_at_or_after(first)..]
-            .iter()
-            .peekable();
-        for index in first..end {
-            let slot = allocated.next_if(|s| s.index == index);
-            refs.push(match slot {
-                Some(s) => ChunkRef {
-                    index,
-                    chunk_id: s.chunk,
-                    version: self.version(s.chunk),
-                },
-                None => ChunkRef {
-                    index,
-                    chunk_id: 0,
-                    version: 0,
-                },
-            });
-        }
-        Ok((self.node(inode).attr(inode), refs))
-    }
-
-    /// The durable record of chunk `id`, if it is live.
-    pub fn chunk(&self, id: ChunkId) -> Option<ChunkMeta> {
-        self.chunks.get(&id).copied()
-    }
-
-    /// Every live chunk with its file's goal, by chunk id, for the replication scan.
-    pub fn chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkMeta, u8)> + '_ {
-        self.chunks.iter().map(|(&id, &meta)| {
-            let goal = self
-                .inodes
-                .get(&meta.inode)
-                .and_then(Inode::as_file)
-                .map_or(0, |f| f.goal);
-            (id, meta, goal)
-        })
-    }
-
-    /// Namespace-wide counts (`bytes` saturates at `u64::MAX`).
-    pub fn totals(&self) -> Totals {
-        Totals {
-            files: self.counts.files,
-            directories: self.counts.directories,
-            symlinks: 0,
-            bytes: u64::try_from(self.counts.bytes).unwrap_or(u64::MAX),
-            chunks: self.chunks.len() as u64,
-        }
-    }
-
-    /// Path of an inode (its first link), for messages and dashboards; `None` if unknown or
-    /// if the path would be longer than a valid path may be. Costs a scan of each ancestor
-    /// directory's entries, since names are stored only in the parent.
-    pub fn path_of(&self, inode: InodeId) -> Option<CairnPath> {
-        let mut cur = inode;
-        self.inodes.get(&cur)?;
-        let mut names: Vec<&str> = Vec::new();
-        while cur != ROOT_INODE {
-            // A chain longer than the inode count means a corrupt parent cycle.
-            if names.len() > self.inodes.len() {
-                return None;
-            }
-            let parent = self.inodes.get(&cur)?.parent;
-            let dir = self.inodes.get(&parent)?.as_dir()?;
-            let (name, _) = dir.entries.iter().find(|&(_, &id)| id == cur)?;
-            names.push(name);
-            cur = parent;
-        }
-        let mut path = String::new();
-        for name in names.iter().rev() {
-            path.push('/');
-            path.push_str(name);
-        }
-        if path.is_empty() {
-            return Some(CairnPath::root());
-        }
-        CairnPath::new(&path).ok()
     }
 
     // ---- helpers shared by the command handlers
@@ -393,14 +198,31 @@ impl MetaState {
             .expect("caller checked that this inode is a directory")
     }
 
-    /// The file `inode`, or `NotFound` / `IsADirectory`.
+    /// The live inode `id`, or `NotFound`.
+    pub(crate) fn live(&self, id: InodeId) -> Result<&Inode, MetaError> {
+        self.inodes
+            .get(&id)
+            .ok_or_else(|| MetaError::NotFound(format!("inode {id}")))
+    }
+
+    /// The directory `id`, or `NotFound` / `NotADirectory`.
+    pub(crate) fn live_dir(&self, id: InodeId) -> Result<&DirBody, MetaError> {
+        self.live(id)?
+            .as_dir()
+            .ok_or_else(|| MetaError::NotADirectory(format!("inode {id}")))
+    }
+
+    /// The file `inode`, or `NotFound` / `IsADirectory` / `InvalidArgument` (a symlink).
     pub(crate) fn file(&self, inode: InodeId) -> Result<&FileBody, MetaError> {
-        let node = self
-            .inodes
-            .get(&inode)
-            .ok_or_else(|| MetaError::NotFound(format!("inode {inode}")))?;
-        node.as_file()
-            .ok_or_else(|| MetaError::IsADirectory(format!("inode {inode}")))
+        let node = self.live(inode)?;
+        match node.as_file() {
+            Some(f) => Ok(f),
+            None if node.is_dir() => Err(MetaError::IsADirectory(format!("inode {inode}"))),
+            None => Err(MetaError::invalid(
+                format_args!("inode {inode}"),
+                "is a symbolic link",
+            )),
+        }
     }
 
     pub(crate) fn version(&self, chunk: ChunkId) -> u64 {

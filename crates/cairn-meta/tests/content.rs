@@ -168,6 +168,7 @@ fn commit_write_extends_only() {
             inode: f.inode,
             end: 5000,
             now_ns: T0 + 1,
+            session: None,
         },
     ) else {
         panic!()
@@ -182,6 +183,7 @@ fn commit_write_extends_only() {
             inode: f.inode,
             end: 10,
             now_ns: T0 + 2,
+            session: None,
         },
     ) else {
         panic!()
@@ -194,12 +196,14 @@ fn commit_write_extends_only() {
             inode: f.inode,
             end: MAX_FILE_SIZE,
             now_ns: 0,
+            session: None,
         },
     );
     let too_far = MetaCommand::CommitWrite {
         inode: f.inode,
         end: MAX_FILE_SIZE + 1,
         now_ns: 0,
+        session: None,
     };
     assert_eq!(err_kind(&mut st, too_far), ErrorKind::InvalidArgument);
     assert_eq!(
@@ -208,7 +212,8 @@ fn commit_write_extends_only() {
             MetaCommand::CommitWrite {
                 inode: 1,
                 end: 1,
-                now_ns: 0
+                now_ns: 0,
+                session: None
             }
         ),
         ErrorKind::IsADirectory
@@ -219,7 +224,8 @@ fn commit_write_extends_only() {
             MetaCommand::CommitWrite {
                 inode: 99,
                 end: 1,
-                now_ns: 0
+                now_ns: 0,
+                session: None
             }
         ),
         ErrorKind::NotFound
@@ -237,6 +243,7 @@ fn byte_total_does_not_overflow() {
                 inode: f.inode,
                 end: MAX_FILE_SIZE,
                 now_ns: 0,
+                session: None,
             },
         );
     }
@@ -262,6 +269,7 @@ fn truncate_frees_slots_past_the_end() {
             inode: f.inode,
             end: 4 * CHUNK,
             now_ns: T0,
+            session: None,
         },
     );
     // 1025 bytes need two slots: 0 and 1 stay.
@@ -271,6 +279,7 @@ fn truncate_frees_slots_past_the_end() {
             inode: f.inode,
             size: CHUNK + 1,
             now_ns: T0 + 4,
+            session: None,
         },
     );
     let MetaResponse::Truncated { attr, freed } = resp else {
@@ -288,6 +297,7 @@ fn truncate_frees_slots_past_the_end() {
             inode: f.inode,
             size: CHUNK,
             now_ns: 0,
+            session: None,
         },
     ) else {
         panic!()
@@ -300,6 +310,7 @@ fn truncate_frees_slots_past_the_end() {
             inode: f.inode,
             size: 10 * CHUNK,
             now_ns: 0,
+            session: None,
         },
     ) else {
         panic!()
@@ -315,6 +326,7 @@ fn truncate_frees_slots_past_the_end() {
             inode: f.inode,
             size: 0,
             now_ns: 0,
+            session: None,
         },
     ) else {
         panic!()
@@ -334,6 +346,7 @@ fn truncate_errors() {
         inode: f.inode,
         size: MAX_FILE_SIZE + 1,
         now_ns: 0,
+        session: None,
     };
     assert_eq!(err_kind(&mut st, big), ErrorKind::InvalidArgument);
     assert_eq!(
@@ -342,7 +355,8 @@ fn truncate_errors() {
             MetaCommand::Truncate {
                 inode: 1,
                 size: 0,
-                now_ns: 0
+                now_ns: 0,
+                session: None
             }
         ),
         ErrorKind::IsADirectory
@@ -353,7 +367,8 @@ fn truncate_errors() {
             MetaCommand::Truncate {
                 inode: 42,
                 size: 0,
-                now_ns: 0
+                now_ns: 0,
+                session: None
             }
         ),
         ErrorKind::NotFound
@@ -460,6 +475,7 @@ fn chunks_lists_every_live_chunk_with_its_goal() {
         gid: 0,
         goal: 5,
         now_ns: 0,
+        session: None,
     };
     let MetaResponse::Created { attr: g, .. } = ok(&mut st, cmd) else {
         panic!()

@@ -205,6 +205,7 @@ fn create_files() {
         gid: 1,
         goal: 5,
         now_ns: T0,
+        session: None,
     };
     let MetaResponse::Created { attr, .. } = ok(&mut st, cmd) else {
         panic!()
@@ -247,6 +248,7 @@ fn create_errors() {
         gid: 0,
         goal: 17,
         now_ns: 0,
+        session: None,
     };
     assert_eq!(err_kind(&mut st, cmd), ErrorKind::InvalidArgument);
 }
@@ -270,6 +272,7 @@ fn create_overwrite_keeps_the_inode_and_frees_chunks() {
             inode: f.inode,
             end: 2000,
             now_ns: T0,
+            session: None,
         },
     );
     let cmd = MetaCommand::Create {
@@ -280,6 +283,7 @@ fn create_overwrite_keeps_the_inode_and_frees_chunks() {
         gid: 9,
         goal: 3,
         now_ns: T0 + 7,
+        session: None,
     };
     let MetaResponse::Created { attr, freed } = ok(&mut st, cmd) else {
         panic!()
@@ -315,6 +319,7 @@ fn delete_files_and_directories() {
             inode: f.inode,
             end: 3500,
             now_ns: T0,
+            session: None,
         },
     );
     let resp = ok(&mut st, delete_cmd("/d/f", false, T0 + 3));

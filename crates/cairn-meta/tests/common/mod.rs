@@ -75,6 +75,7 @@ pub fn create_cmd(path: &str, overwrite: bool, now_ns: i64) -> MetaCommand {
         gid: 20,
         goal: 0,
         now_ns,
+        session: None,
     }
 }
 
@@ -83,6 +84,7 @@ pub fn delete_cmd(path: &str, recursive: bool, now_ns: i64) -> MetaCommand {
         path: p(path),
         recursive,
         now_ns,
+        session: None,
     }
 }
 
@@ -92,6 +94,7 @@ pub fn rename_cmd(from: &str, to: &str, no_replace: bool, now_ns: i64) -> MetaCo
         to: p(to),
         no_replace,
         now_ns,
+        session: None,
     }
 }
 
@@ -134,4 +137,275 @@ pub fn names(st: &MetaState, path: &str) -> Vec<String> {
     let (entries, more) = st.list(&p(path), "", 0).expect("list");
     assert!(!more);
     entries.into_iter().map(|(n, _)| n).collect()
+}
+
+// ---- sessions and locks
+
+pub const MAX: u64 = u64::MAX;
+
+pub fn open_session(st: &mut MetaState, owner: &str) -> SessionId {
+    let cmd = MetaCommand::OpenSession {
+        owner: owner.to_string(),
+        now_ns: T0,
+    };
+    match ok(st, cmd) {
+        MetaResponse::Session { session_id } => session_id,
+        other => panic!("open session answered {other:?}"),
+    }
+}
+
+/// An advisory lock request that does not wait.
+pub fn lock_cmd(
+    session_id: SessionId,
+    inode: InodeId,
+    owner: u64,
+    kind: LockKind,
+    start: u64,
+    end: u64,
+) -> MetaCommand {
+    MetaCommand::Lock {
+        session_id,
+        inode,
+        owner,
+        kind,
+        start,
+        end,
+        mandatory: false,
+        wait: false,
+        waiter_id: 0,
+    }
+}
+
+/// The same request, waiting as `waiter_id`.
+pub fn wait_cmd(cmd: MetaCommand, id: u64) -> MetaCommand {
+    match cmd {
+        MetaCommand::Lock {
+            session_id,
+            inode,
+            owner,
+            kind,
+            start,
+            end,
+            mandatory,
+            ..
+        } => MetaCommand::Lock {
+            session_id,
+            inode,
+            owner,
+            kind,
+            start,
+            end,
+            mandatory,
+            wait: true,
+            waiter_id: id,
+        },
+        other => panic!("not a lock: {other:?}"),
+    }
+}
+
+/// A mandatory (exclusive-writer) lock request.
+pub fn mandatory_cmd(session_id: SessionId, inode: InodeId, owner: u64) -> MetaCommand {
+    MetaCommand::Lock {
+        session_id,
+        inode,
+        owner,
+        kind: LockKind::Exclusive,
+        start: 0,
+        end: MAX,
+        mandatory: true,
+        wait: false,
+        waiter_id: 0,
+    }
+}
+
+pub fn unlock_cmd(
+    session_id: SessionId,
+    inode: InodeId,
+    owner: u64,
+    start: u64,
+    end: u64,
+) -> MetaCommand {
+    MetaCommand::Unlock {
+        session_id,
+        inode,
+        owner,
+        start,
+        end,
+    }
+}
+
+/// Applies a Lock or CancelWait that must succeed.
+pub fn lock_ok(st: &mut MetaState, cmd: MetaCommand) -> (LockOutcome, Vec<Grant>) {
+    match ok(st, cmd) {
+        MetaResponse::LockResult { outcome, granted } => (outcome, granted),
+        other => panic!("lock answered {other:?}"),
+    }
+}
+
+/// Applies a command answering `Released`.
+pub fn released(st: &mut MetaState, cmd: MetaCommand) -> Vec<Grant> {
+    match ok(st, cmd) {
+        MetaResponse::Released { granted } => granted,
+        other => panic!("expected Released, got {other:?}"),
+    }
+}
+
+pub fn grant(session_id: SessionId, waiter_id: u64, inode: InodeId) -> Grant {
+    Grant {
+        session_id,
+        waiter_id,
+        inode,
+    }
+}
+
+/// Holders of `inode` as `(session, owner, kind, start, end)`.
+pub fn holders(st: &MetaState, inode: InodeId) -> Vec<(SessionId, u64, LockKind, u64, u64)> {
+    st.locks(inode)
+        .0
+        .iter()
+        .map(|h| (h.session_id, h.owner, h.kind, h.start, h.end))
+        .collect()
+}
+
+/// Queued waiters of `inode` as `(session, waiter_id)`.
+pub fn queue(st: &MetaState, inode: InodeId) -> Vec<(SessionId, u64)> {
+    st.locks(inode)
+        .1
+        .iter()
+        .map(|w| (w.lock.session_id, w.waiter_id))
+        .collect()
+}
+
+// ---- inode-based commands
+
+pub fn mkdir_at(st: &mut MetaState, parent: InodeId, name: &str) -> Attr {
+    let cmd = MetaCommand::MkdirAt {
+        parent,
+        name: name.to_string(),
+        mode: 0o755,
+        uid: 10,
+        gid: 20,
+        now_ns: T0,
+    };
+    match ok(st, cmd) {
+        MetaResponse::Attr(a) => a,
+        other => panic!("mkdir_at answered {other:?}"),
+    }
+}
+
+pub fn create_at_cmd(parent: InodeId, name: &str, exclusive: bool, now_ns: i64) -> MetaCommand {
+    MetaCommand::CreateAt {
+        parent,
+        name: name.to_string(),
+        mode: 0o644,
+        uid: 10,
+        gid: 20,
+        exclusive,
+        now_ns,
+    }
+}
+
+pub fn create_at(st: &mut MetaState, parent: InodeId, name: &str) -> Attr {
+    match ok(st, create_at_cmd(parent, name, true, T0)) {
+        MetaResponse::Created { attr, freed } => {
+            assert!(freed.is_empty());
+            attr
+        }
+        other => panic!("create_at answered {other:?}"),
+    }
+}
+
+pub fn symlink_cmd(parent: InodeId, name: &str, target: &str, now_ns: i64) -> MetaCommand {
+    MetaCommand::SymlinkAt {
+        parent,
+        name: name.to_string(),
+        target: target.to_string(),
+        uid: 10,
+        gid: 20,
+        now_ns,
+    }
+}
+
+pub fn link_cmd(inode: InodeId, new_parent: InodeId, new_name: &str, now_ns: i64) -> MetaCommand {
+    MetaCommand::LinkAt {
+        inode,
+        new_parent,
+        new_name: new_name.to_string(),
+        now_ns,
+    }
+}
+
+pub fn unlink_cmd(parent: InodeId, name: &str, session: Option<SessionId>) -> MetaCommand {
+    MetaCommand::UnlinkAt {
+        parent,
+        name: name.to_string(),
+        session,
+        now_ns: T0 + 50,
+    }
+}
+
+pub fn rmdir_cmd(parent: InodeId, name: &str) -> MetaCommand {
+    MetaCommand::RmdirAt {
+        parent,
+        name: name.to_string(),
+        now_ns: T0 + 50,
+    }
+}
+
+pub fn rename_at_cmd(
+    parent: InodeId,
+    name: &str,
+    new_parent: InodeId,
+    new_name: &str,
+    no_replace: bool,
+    exchange: bool,
+) -> MetaCommand {
+    MetaCommand::RenameAt {
+        parent,
+        name: name.to_string(),
+        new_parent,
+        new_name: new_name.to_string(),
+        no_replace,
+        exchange,
+        session: None,
+        now_ns: T0 + 60,
+    }
+}
+
+/// A SetAttr that changes nothing; tests fill in what they need.
+pub fn setattr_cmd(inode: InodeId) -> MetaCommand {
+    MetaCommand::SetAttr {
+        inode,
+        mode: None,
+        uid: None,
+        gid: None,
+        size: None,
+        atime_ns: None,
+        mtime_ns: None,
+        session: None,
+        now_ns: T0 + 70,
+    }
+}
+
+/// `(freed, dropped)` of a `Removed` answer.
+pub fn removed(resp: MetaResponse) -> (Vec<(ChunkId, u64)>, Vec<Grant>) {
+    match resp {
+        MetaResponse::Removed { freed, dropped } => (freed, dropped),
+        other => panic!("expected Removed, got {other:?}"),
+    }
+}
+
+/// Writes `end` bytes to a file: allocates the chunks and commits the length.
+pub fn write(st: &mut MetaState, inode: InodeId, end: u64) -> Vec<ChunkId> {
+    let ids = (0..end.div_ceil(CHUNK))
+        .map(|i| alloc(st, inode, i))
+        .collect();
+    let cmd = MetaCommand::CommitWrite {
+        inode,
+        end,
+        now_ns: T0 + 1,
+        session: None,
+    };
+    ok(st, cmd);
+    ids
 }
