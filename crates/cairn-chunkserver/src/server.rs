@@ -25,6 +25,15 @@ pub struct Events {
     pub corrupt: Vec<u64>,
 }
 
+impl Events {
+    /// Drops earlier news of `chunk`, before newer news replaces it.
+    fn forget(&mut self, chunk: u64) {
+        self.added.retain(|r| r.chunk_id != chunk);
+        self.removed.retain(|c| *c != chunk);
+        self.corrupt.retain(|c| *c != chunk);
+    }
+}
+
 /// What the master told this server when it registered.
 #[derive(Clone, Copy)]
 pub struct Registration {
@@ -126,23 +135,34 @@ impl ChunkServer {
         b.insert((chunk, version));
     }
 
-    /// Queues a replica creation or version change for the next heartbeat.
+    /// Queues a replica creation or version change for the next heartbeat. Each chunk
+    /// appears in at most one list of a beat, with its latest state: a beat that said both
+    /// "added" and "corrupt" would leave the master to guess the order.
     pub fn report_added(&self, info: ReplicaInfo) {
-        lock(&self.events).added.push(pb::ReplicaReport {
+        let mut ev = lock(&self.events);
+        ev.forget(info.chunk_id);
+        ev.added.push(pb::ReplicaReport {
             chunk_id: info.chunk_id,
             version: info.version,
             length: info.length,
         });
+        drop(ev);
         self.events_ready.notify_one();
     }
 
     pub fn report_removed(&self, chunk: u64) {
-        lock(&self.events).removed.push(chunk);
+        let mut ev = lock(&self.events);
+        ev.forget(chunk);
+        ev.removed.push(chunk);
+        drop(ev);
         self.events_ready.notify_one();
     }
 
     pub fn report_corrupt(&self, chunk: u64) {
-        lock(&self.events).corrupt.push(chunk);
+        let mut ev = lock(&self.events);
+        ev.forget(chunk);
+        ev.corrupt.push(chunk);
+        drop(ev);
         self.events_ready.notify_one();
     }
 
