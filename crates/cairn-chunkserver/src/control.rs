@@ -9,15 +9,51 @@ use crate::error::{join_status, store_status};
 use crate::server::ChunkServer;
 
 impl ChunkServer {
-    pub fn replica_state(&self, chunk_id: u64) -> Result<pb::ReplicaStateResponse, Status> {
-        let info = self
-            .store
-            .info(chunk_id)
-            .ok_or_else(|| ErrorKind::NotFound.status(format!("no replica of chunk {chunk_id}")))?;
+    /// A replica's version, length and serial; with `with_checksum`, also the CRC32C of
+    /// its bytes (every block verified on the way), so replicas can be compared.
+    pub async fn replica_state(
+        &self,
+        req: pb::ReplicaStateRequest,
+    ) -> Result<pb::ReplicaStateResponse, Status> {
+        let chunk_id = req.chunk_id;
+        let missing = || ErrorKind::NotFound.status(format!("no replica of chunk {chunk_id}"));
+        if !req.with_checksum {
+            let info = self.store.info(chunk_id).ok_or_else(missing)?;
+            return Ok(pb::ReplicaStateResponse {
+                version: info.version,
+                length: info.length,
+                serial: info.serial,
+                checksum: 0,
+            });
+        }
+        // Mutations wait while the replica is read, so the checksum matches the state.
+        let lock = self.chunk_lock(chunk_id);
+        let _order = lock.lock().await;
+        let info = self.store.info(chunk_id).ok_or_else(missing)?;
+        let store = self.store.clone();
+        let checksum = spawn_blocking(move || {
+            let mut buf = vec![0u8; cairn_proto::DATA_PIECE_BYTES];
+            let mut crc = 0u32;
+            let mut at = 0u64;
+            while at < info.length {
+                let n = ((info.length - at) as usize).min(buf.len());
+                let got = store.read(chunk_id, info.version, at, &mut buf[..n])?;
+                crc = crc32c::crc32c_append(crc, &buf[..got]);
+                if got < n {
+                    break;
+                }
+                at += got as u64;
+            }
+            Ok::<u32, cairn_chunk_store::StoreError>(crc)
+        })
+        .await
+        .map_err(join_status)?
+        .map_err(|e| store_status(&e))?;
         Ok(pb::ReplicaStateResponse {
             version: info.version,
             length: info.length,
             serial: info.serial,
+            checksum,
         })
     }
 

@@ -25,20 +25,27 @@ impl ChunkServer {
     /// Runs until `shutdown` fires.
     pub async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // Failures in a row: the first is worth a warning, the retries that follow while
+        // the master stays away are not (one line a minute says it is still away).
+        let mut failures = 0u32;
         loop {
             let started = Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.clone().heartbeat_session() => r,
             };
-            match result {
-                Ok(()) => tracing::info!("master closed the heartbeat stream"),
-                Err(e) => {
-                    tracing::warn!(master = %self.config.master_addr, error = %e, "heartbeat stream failed")
-                }
-            }
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
+                failures = 0;
+            }
+            failures += 1;
+            let master = &self.config.master_addr;
+            match result {
+                Ok(()) => tracing::info!(%master, "master closed the heartbeat stream"),
+                Err(e) if failures == 1 || failures.is_multiple_of(30) => {
+                    tracing::warn!(%master, error = %e, failures, "heartbeat stream failed; retrying")
+                }
+                Err(e) => tracing::debug!(%master, error = %e, failures, "heartbeat stream failed"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

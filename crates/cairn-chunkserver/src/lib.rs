@@ -4,6 +4,7 @@
 //! Entry point: [`run`] takes a config, an already-bound listener and a shutdown token, so
 //! tests can run chunk servers in-process on ephemeral ports.
 
+mod classic;
 mod control;
 pub mod error;
 mod heartbeat;
@@ -18,9 +19,10 @@ use std::time::Duration;
 
 use cairn_chunk_store::{ChunkStore, StoreConfig};
 use cairn_common::CancellationToken;
+use cairn_common::classic::{ClassicConfig, DRAIN_GRACE};
+use cairn_proto::CairnPath;
 use cairn_proto::pb::chunk_service_server::ChunkServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use server::ChunkServer;
 pub use service::ChunkServiceImpl;
@@ -39,6 +41,10 @@ pub struct ChunkServerConfig {
     pub full_report_interval: Duration,
     /// Free space below which no new replicas are taken.
     pub reserve_bytes: u64,
+    /// Directory the classic protocol's file names live in.
+    pub classic_dir: CairnPath,
+    /// The classic protocol, served beside gRPC on the same port.
+    pub classic: ClassicConfig,
 }
 
 impl ChunkServerConfig {
@@ -50,6 +56,8 @@ impl ChunkServerConfig {
             heartbeat_interval: Duration::from_secs(1),
             full_report_interval: Duration::from_secs(300),
             reserve_bytes: 0,
+            classic_dir: CairnPath::root(),
+            classic: ClassicConfig::default(),
         }
     }
 }
@@ -68,8 +76,10 @@ pub enum ChunkServerError {
     Serve(String),
 }
 
-/// Opens the store and serves until `shutdown` fires. Shutdown order: stop accepting and
-/// finish in-flight requests, stop heartbeats (the master then marks this server dead).
+/// Opens the store and serves gRPC and the classic protocol until `shutdown` fires.
+/// Shutdown order: stop taking classic requests and finish those being executed (at most
+/// `DRAIN_GRACE`, while gRPC still serves the data path they use); stop accepting and
+/// finish in-flight gRPC requests; stop heartbeats (the master then marks this server dead).
 pub async fn run(
     config: ChunkServerConfig,
     listener: TcpListener,
@@ -95,6 +105,10 @@ pub async fn run(
             .map_err(|e| ChunkServerError::Serve(e.to_string()))??;
     tracing::info!(id, %addr, replicas = report.replicas, replayed = report.journal_records_replayed,
         torn_tail_cut = report.torn_tail_cut, bad = ?report.bad_replicas_removed, "chunk store opened");
+    let classic_client = classic::client_config(&config.master_addr, config.classic.timeout);
+    let classic_client = cairn_client::Client::connect(classic_client)
+        .await
+        .map_err(|e| ChunkServerError::Serve(format!("classic protocol client: {e}")))?;
     let server = Arc::new(ChunkServer::new(id, addr, config, Arc::new(store)));
     let heartbeats = tokio::spawn(server.clone().heartbeat_loop(shutdown.clone()));
     let service = ChunkServiceServer::new(ChunkServiceImpl {
@@ -102,9 +116,18 @@ pub async fn run(
     })
     .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+    let (incoming, classic) =
+        classic::listen(listener, server.clone(), classic_client, shutdown.clone());
+    let stopped = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            classic.drain(DRAIN_GRACE).await;
+        }
+    };
     let result = cairn_common::grpc::server()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming, stopped)
         .await;
     heartbeats.abort();
     result.map_err(|e| ChunkServerError::Serve(e.to_string()))

@@ -45,7 +45,7 @@ impl ChunkService for ChunkServiceImpl {
         req: Request<pb::ReplicaStateRequest>,
     ) -> Result<Response<pb::ReplicaStateResponse>, Status> {
         Ok(Response::new(
-            self.server.replica_state(req.into_inner().chunk_id)?,
+            self.server.replica_state(req.into_inner()).await?,
         ))
     }
 

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bytes::Bytes;
 use cairn_client::{Attr, Client, Error, FileType, Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,7 +21,7 @@ fn remote(p: &str) -> Result<String, Error> {
 }
 
 /// A classic name: a plain name is a file in the root; an absolute path is used as is.
-fn classic(name: &str) -> Result<String, Error> {
+pub fn classic(name: &str) -> Result<String, Error> {
     if name.starts_with('/') {
         remote(name)
     } else {
@@ -267,14 +266,6 @@ pub async fn stat(client: &Client, p: &str, json: bool) -> CmdResult {
 pub async fn classic_create(client: &Client, name: &str) -> CmdResult {
     client.create(&classic(name)?, false).await?;
     println!("FILE_CREATED");
-    Ok(())
-}
-
-pub async fn classic_write(client: &Client, name: &str, content: &str) -> CmdResult {
-    client
-        .write_all(&classic(name)?, Bytes::from(content.to_string()), true)
-        .await?;
-    println!("FILE_WRITTEN");
     Ok(())
 }
 

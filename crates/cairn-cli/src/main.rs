@@ -4,6 +4,7 @@
 
 mod bench;
 mod fs;
+mod locking;
 mod servers;
 mod status;
 
@@ -100,8 +101,20 @@ enum Command {
     },
     /// Classic verb: create an empty file.
     Create { name: String },
-    /// Classic verb: replace a file's content with CONTENT (creating it if needed).
-    Write { name: String, content: String },
+    /// Replace a file's content with CONTENT (creating it if needed), or with --offset write
+    /// CONTENT at that offset (extending the file; a gap reads as zeros).
+    Write(locking::WriteArgs),
+    /// Append a local file's bytes (`-` or nothing: stdin) to NAME as one record; concurrent
+    /// appends never overwrite each other.
+    Append {
+        name: String,
+        #[arg(default_value = "-")]
+        local: String,
+    },
+    /// Set a file's length (shrinking drops the tail, growing adds zeros), e.g. `1MiB`.
+    Truncate { name: String, size: String },
+    /// Hold a lock on NAME while COMMAND runs; exits with COMMAND's exit code.
+    Lock(locking::LockArgs),
     /// Classic verb: print a file's content.
     Read { name: String },
     /// Classic verb: delete a file.
@@ -121,6 +134,8 @@ pub enum Failure {
     Cairn(cairn_client::Error),
     /// Anything else (exit code 1).
     Other(anyhow::Error),
+    /// Exit with this code and print nothing (e.g. the code of a command run under a lock).
+    Exit(u8),
 }
 
 impl From<cairn_client::Error> for Failure {
@@ -174,9 +189,12 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Mv { from, to } => fs::mv(&cli.client().await?, from, to).await,
         Command::Stat { path, json } => fs::stat(&cli.client().await?, path, *json).await,
         Command::Create { name } => fs::classic_create(&cli.client().await?, name).await,
-        Command::Write { name, content } => {
-            fs::classic_write(&cli.client().await?, name, content).await
+        Command::Write(a) => locking::write(&cli.client().await?, a).await,
+        Command::Append { name, local } => locking::append(&cli.client().await?, name, local).await,
+        Command::Truncate { name, size } => {
+            locking::truncate(&cli.client().await?, name, size).await
         }
+        Command::Lock(a) => locking::lock(&cli.client().await?, a).await,
         Command::Read { name } => fs::classic_read(&cli.client().await?, name).await,
         Command::Delete { name } => fs::classic_delete(&cli.client().await?, name).await,
         Command::Status { json } => status::status(&cli.client().await?, *json).await,
@@ -213,6 +231,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 

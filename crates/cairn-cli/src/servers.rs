@@ -1,5 +1,6 @@
 //! `cairn local`, `cairn master`, `cairn chunkserver`: bind sockets, install signal
-//! handlers, and run the servers until Ctrl-C or SIGTERM.
+//! handlers, and run the servers until Ctrl-C or SIGTERM. Every server answers gRPC and
+//! the classic protocol on its one port.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use cairn_chunkserver::ChunkServerConfig;
 use cairn_common::CancellationToken;
+use cairn_common::classic::ClassicConfig;
 use cairn_common::size::parse_size;
 use cairn_master::MasterConfig;
+use cairn_proto::CairnPath;
 use clap::Args;
 use tokio::net::TcpListener;
 
@@ -41,6 +44,46 @@ fn humantime_like(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn dir_arg(s: &str) -> Result<CairnPath, String> {
+    CairnPath::parse_lenient(s).map_err(|e| format!("invalid directory '{s}': {e}"))
+}
+
+/// The classic protocol's options, for masters and chunk servers alike.
+#[derive(Args, Clone)]
+pub struct ClassicOpts {
+    /// Directory the classic protocol's file names live in (created if missing).
+    #[arg(long, default_value = "/", value_parser = dir_arg)]
+    classic_dir: CairnPath,
+    /// Longest classic request (WRITE_FILE content included) and longest READ_FILE answer.
+    #[arg(long, default_value = "64MiB", value_parser = size_arg)]
+    classic_max_request: u64,
+    /// A classic request not done within this is answered TIMEOUT_ERROR.
+    #[arg(long, default_value = "120s", value_parser = duration_arg)]
+    classic_timeout: Duration,
+    /// Silence after which a classic request sent without a newline is complete.
+    #[arg(long, default_value = "50ms", value_parser = duration_arg)]
+    classic_quiet: Duration,
+}
+
+impl ClassicOpts {
+    fn config(&self) -> ClassicConfig {
+        ClassicConfig {
+            max_request_bytes: usize::try_from(self.classic_max_request).unwrap_or(usize::MAX),
+            timeout: self.classic_timeout,
+            quiet: self.classic_quiet,
+            ..ClassicConfig::default()
+        }
+    }
+
+    fn chunkserver_config(&self, data: PathBuf, master: &str, reserve: u64) -> ChunkServerConfig {
+        let mut c = ChunkServerConfig::new(data, master);
+        c.reserve_bytes = reserve;
+        c.classic_dir = self.classic_dir.clone();
+        c.classic = self.config();
+        c
+    }
+}
+
 /// Options every master shares.
 #[derive(Args, Clone)]
 pub struct MasterOpts {
@@ -59,6 +102,11 @@ pub struct MasterOpts {
     /// Chunk servers with less free space than this take no new replicas.
     #[arg(long, default_value = "0", value_parser = size_arg)]
     reserve: u64,
+    /// A client silent this long loses its session and its locks.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    session_timeout: Duration,
+    #[command(flatten)]
+    classic: ClassicOpts,
 }
 
 impl MasterOpts {
@@ -69,6 +117,9 @@ impl MasterOpts {
         c.dead_timeout = self.dead_timeout;
         c.lease_duration = self.lease;
         c.reserve_bytes = self.reserve;
+        c.session_timeout = self.session_timeout;
+        c.classic_dir = self.classic.classic_dir.clone();
+        c.classic = self.classic.config();
         c
     }
 }
@@ -94,6 +145,8 @@ pub struct ChunkServerArgs {
     /// Free space kept unused on the data directory's disk.
     #[arg(long, default_value = "0", value_parser = size_arg)]
     reserve: u64,
+    #[command(flatten)]
+    classic: ClassicOpts,
 }
 
 #[derive(Args)]
@@ -155,8 +208,9 @@ pub async fn chunkserver(a: &ChunkServerArgs, master: &str) -> CmdResult {
     let listener = bind(&a.listen.to_string()).await?;
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
-    let mut config = ChunkServerConfig::new(a.data.clone(), master);
-    config.reserve_bytes = a.reserve;
+    let config = a
+        .classic
+        .chunkserver_config(a.data.clone(), master, a.reserve);
     cairn_chunkserver::run(config, listener, shutdown)
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("chunk server: {e}")))
@@ -181,8 +235,10 @@ pub async fn local(a: &LocalArgs) -> CmdResult {
     let mut servers = Vec::new();
     for (i, (addr, listener)) in cs_listeners.into_iter().enumerate() {
         let dir = a.data.join(format!("cs{}", i + 1));
-        let mut config = ChunkServerConfig::new(dir.clone(), master_addr.clone());
-        config.reserve_bytes = a.opts.reserve;
+        let config = a
+            .opts
+            .classic
+            .chunkserver_config(dir.clone(), &master_addr, a.opts.reserve);
         println!("chunk server  {addr}  data {}", dir.display());
         servers.push(tokio::spawn(cairn_chunkserver::run(
             config,
@@ -192,6 +248,7 @@ pub async fn local(a: &LocalArgs) -> CmdResult {
     }
     println!("master        {master_addr}  data {}", master_dir.display());
     println!("cairn local is running; try `cairn put FILE /FILE`, `cairn ls /`. Ctrl-C stops it.");
+    println!("every port also speaks the classic protocol (FIND_PRIMARY_SERVER on the master).");
     let mut failed = None;
     let master_result = master.await;
     shutdown.cancel();

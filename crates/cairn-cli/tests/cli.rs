@@ -214,3 +214,118 @@ async fn kill_9_of_the_master_during_puts_loses_nothing_acknowledged() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_a_killed_client_is_released_after_the_session_timeout() -> anyhow::Result<()>
+{
+    let c = ProcessCluster::start(bin(), 3, 1 << 20).await?;
+    ok(&c.cli(&["write", "shared", "v1"])?);
+    // A client holds an exclusive lock while its command runs, then is killed with SIGKILL.
+    let mut holder = std::process::Command::new(bin())
+        .args([
+            "--master",
+            c.master_addr(),
+            "lock",
+            "--wait",
+            "20",
+            "shared",
+            "--",
+            "sleep",
+            "60",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Wait until the lock is really held: an exclusive write is refused with exit code 5.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = c.cli(&["write", "--exclusive", "shared", "v2"])?;
+        if out.status.code() == Some(5) {
+            fails_with(&out, 5, "FILE_LOCKED_ERROR");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lock was never taken: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holder.kill()?; // SIGKILL: no unlock, no session close
+    holder.wait()?;
+    let killed = Instant::now();
+    // A writer that waits in the queue gets the file once the session times out (3 s).
+    let out = c.cli(&["write", "--exclusive", "--wait", "20", "shared", "v2"])?;
+    ok(&out);
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "released after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(ok(&c.cli(&["read", "shared"])?).trim(), "v2");
+    // `cairn lock` hands the command's exit code through.
+    let out = c.cli(&["lock", "--shared", "shared", "--", "sh", "-c", "exit 7"])?;
+    assert_eq!(out.status.code(), Some(7));
+    // write --offset and append and truncate through the CLI.
+    ok(&c.cli(&["write", "shared", "0123456789"])?);
+    ok(&c.cli(&["write", "--offset", "3", "shared", "abc"])?);
+    ok(&c.cli_stdin(&["append", "shared"], b"+tail")?);
+    assert_eq!(ok(&c.cli(&["read", "shared"])?).trim(), "012abc6789+tail");
+    ok(&c.cli(&["truncate", "shared", "4"])?);
+    assert_eq!(ok(&c.cli(&["read", "shared"])?).trim(), "012a");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_protocol_meets_the_cli() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let c = ProcessCluster::start(bin(), 3, 1 << 20).await?;
+    // As the old clients do: one send, no terminator, recv(1024).
+    let ask = |addr: &str, req: &[u8]| -> anyhow::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(req)?;
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let info = ask(c.master_addr(), b"FIND_PRIMARY_SERVER")?;
+    let (ip, port) = info
+        .strip_prefix("PRIMARY_SERVER_INFO:")
+        .and_then(|s| s.split_once(','))
+        .ok_or_else(|| anyhow::anyhow!("unexpected {info:?}"))?;
+    let cs = format!("{ip}:{port}");
+    assert_eq!(ask(&cs, b"WRITE_FILE:report.txt:a:b:c")?, "FILE_WRITTEN");
+    // Written classic, read with `cairn get`; listed by `cairn ls`.
+    assert_eq!(c.cli(&["get", "/report.txt", "-"])?.stdout, b"a:b:c");
+    assert!(ok(&c.cli(&["ls", "/"])?).lines().any(|l| l == "report.txt"));
+    ok(&c.cli(&["write", "from-cli", "hello"])?);
+    assert_eq!(ask(&cs, b"READ_FILE:from-cli")?, "FILE_CONTENT:hello");
+    // Locked with `cairn lock`: classic writers get FILE_LOCKED_ERROR until it is released.
+    let mut holder = std::process::Command::new(bin())
+        .args([
+            "--master",
+            c.master_addr(),
+            "lock",
+            "--wait",
+            "20",
+            "report.txt",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = ask(&cs, b"WRITE_FILE:report.txt:changed")?;
+        if answer == "FILE_LOCKED_ERROR" {
+            break;
+        }
+        assert_eq!(answer, "FILE_WRITTEN");
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holder.kill()?;
+    holder.wait()?;
+    Ok(())
+}

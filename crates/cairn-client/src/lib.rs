@@ -17,7 +17,9 @@
 mod error;
 #[macro_use]
 mod master;
+mod ops;
 mod read;
+mod session;
 mod write;
 
 use std::collections::HashMap;
@@ -33,6 +35,7 @@ use tonic::transport::Channel;
 pub use cairn_proto::ErrorKind as Kind;
 pub use error::{Error, Result};
 pub use read::FileReader;
+pub use session::{ExclusiveFile, LockKind, LockOptions};
 pub use write::FileWriter;
 
 use master::MasterConn;
@@ -151,9 +154,18 @@ pub(crate) struct Inner {
     pub master: MasterConn,
     config: ClientConfig,
     chunk_clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    /// The client's session with the master, once one is open (0: none).
+    session: std::sync::atomic::AtomicU64,
+    /// Serializes opening the session.
+    session_open: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
+    /// The open session's id, or 0.
+    pub(crate) fn session_id(&self) -> u64 {
+        self.session.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn chunk_client(
         &self,
         addr: &str,
@@ -231,7 +243,7 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-fn path(p: &str) -> Result<CairnPath> {
+pub(crate) fn path(p: &str) -> Result<CairnPath> {
     CairnPath::parse_lenient(p).map_err(|e| Error::invalid_path(p, e))
 }
 
@@ -244,6 +256,8 @@ impl Client {
                 master,
                 config,
                 chunk_clients: Mutex::new(HashMap::new()),
+                session: std::sync::atomic::AtomicU64::new(0),
+                session_open: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -293,7 +307,8 @@ impl Client {
                         path: path.clone(),
                         overwrite,
                         mode: 0,
-                        goal: 0
+                        goal: 0,
+                        session_id: self.inner.session_id()
                     }
                 ),
             )
@@ -360,7 +375,8 @@ impl Client {
                         req: Some(req),
                         from: from.clone(),
                         to: to.clone(),
-                        no_replace: false
+                        no_replace: false,
+                        session_id: self.inner.session_id()
                     }
                 ),
             )
@@ -381,7 +397,8 @@ impl Client {
                     pb::DeleteRequest {
                         req: Some(req),
                         path: path.clone(),
-                        recursive
+                        recursive,
+                        session_id: self.inner.session_id()
                     }
                 ),
             )

@@ -24,6 +24,15 @@ use crate::{Attr, Inner};
 /// Attempts at one mutation before giving up with `ReplicationFailed`.
 const MAX_ATTEMPTS: usize = 8;
 
+/// One change to one chunk.
+#[derive(Clone)]
+pub(crate) enum Mutation {
+    /// Write the payload at an offset within the chunk.
+    Write { offset: u64, payload: Payload },
+    /// Set the replica length (zeros when it grows).
+    Truncate { length: u64 },
+}
+
 /// The bytes of one mutation, readable again for a retry.
 #[derive(Clone)]
 pub(crate) enum Payload {
@@ -82,6 +91,21 @@ impl Inner {
         offset: u64,
         payload: &Payload,
     ) -> Result<()> {
+        let m = Mutation::Write {
+            offset,
+            payload: payload.clone(),
+        };
+        self.mutate_chunk(inode, index, &m).await
+    }
+
+    /// Applies one mutation to chunk `index` of file `inode`, durably on every replica of
+    /// the chunk's current set, retrying through replica failures.
+    pub(crate) async fn mutate_chunk(
+        &self,
+        inode: u64,
+        index: u64,
+        mutation: &Mutation,
+    ) -> Result<()> {
         let start = Instant::now();
         let mut last: Option<Error> = None;
         for attempt in 0..MAX_ATTEMPTS {
@@ -101,12 +125,13 @@ impl Inner {
                         pb::PrepareWriteRequest {
                             req: Some(req),
                             inode,
-                            chunk_index: index
+                            chunk_index: index,
+                            session_id: self.session_id(),
                         }
                     ),
                 )
                 .await?;
-            let status = match self.push_chain(&prep, offset, payload).await {
+            let status = match self.push_chain(&prep, mutation).await {
                 Ok(()) => return Ok(()),
                 Err(s) => s,
             };
@@ -149,16 +174,21 @@ impl Inner {
     async fn push_chain(
         &self,
         prep: &pb::PrepareWriteResponse,
-        offset: u64,
-        payload: &Payload,
+        mutation: &Mutation,
     ) -> Result<(), tonic::Status> {
+        let (kind, offset, payload) = match mutation {
+            Mutation::Write { offset, payload } => {
+                (pb::MutationKind::Write, *offset, Some(payload))
+            }
+            Mutation::Truncate { length } => (pb::MutationKind::Truncate, *length, None),
+        };
         let head = prep
             .chain
             .first()
             .ok_or_else(|| ErrorKind::Unavailable.status("the master returned an empty chain"))?;
         let header = pb::WriteHeader {
             lease: prep.lease.clone(),
-            kind: pb::MutationKind::Write as i32,
+            kind: kind as i32,
             offset,
             downstream: prep.chain[1..].to_vec(),
             target_id: head.server_id,
@@ -186,10 +216,10 @@ impl Inner {
                 }
             })
         });
-        let total = payload.len();
+        let total = payload.map_or(0, Payload::len);
         let mut sent = 0u64;
         let mut send_failed = false;
-        while sent < total {
+        while let Some(payload) = payload.filter(|_| sent < total) {
             let n = ((total - sent) as usize).min(DATA_PIECE_BYTES);
             let data = payload
                 .piece(sent, n)
@@ -292,7 +322,8 @@ impl Inner {
                     pb::CommitWriteRequest {
                         req: Some(req),
                         inode,
-                        end
+                        end,
+                        session_id: self.session_id(),
                     }
                 ),
             )

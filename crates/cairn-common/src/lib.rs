@@ -1,12 +1,15 @@
-//! Shared kit for every Cairn role: gRPC transport tuning, lease MACs, crash-safe file
-//! helpers, human-readable sizes, clocks, and tracing setup.
+//! Shared kit for every Cairn role: gRPC transport tuning, the acceptor that serves gRPC
+//! and the classic protocol on one port, the classic protocol's framing, lease MACs,
+//! crash-safe file helpers, human-readable sizes, clocks, and tracing setup.
 //!
 //! Nothing here knows about the namespace or the data path; it must stay free of policy.
 
+pub mod classic;
 pub mod fsutil;
 pub mod grpc;
 pub mod lease;
 pub mod logging;
+pub mod net;
 pub mod size;
 pub mod time;
 

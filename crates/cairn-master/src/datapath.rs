@@ -90,13 +90,16 @@ impl Master {
 
     /// Allocates the chunk at `index` of file `inode` if needed and returns a lease and
     /// the replica chain to write through.
+    /// Refused with `Locked` while another session holds an exclusive-writer lock.
     pub async fn prepare_write(
         &self,
         inode: u64,
         index: u64,
+        session_id: u64,
     ) -> Result<pb::PrepareWriteResponse, MasterError> {
         let slot = {
             let meta = self.meta.read();
+            meta.check_write(inode, crate::sessions::session(session_id))?;
             let (_, refs) = meta.file_chunks(inode, index, 1)?;
             refs.first().filter(|r| r.chunk_id != 0).map(|r| r.chunk_id)
         };
@@ -275,7 +278,10 @@ impl Master {
         };
         let states = join_all(targets.iter().map(|(id, addr)| async move {
             let mut peer = self.peer(addr).ok()?;
-            let req = pb::ReplicaStateRequest { chunk_id };
+            let req = pb::ReplicaStateRequest {
+                chunk_id,
+                with_checksum: false,
+            };
             match tokio::time::timeout(CONTROL_TIMEOUT, peer.replica_state(req)).await {
                 Ok(Ok(r)) => Some((*id, addr.clone(), r.into_inner())),
                 Ok(Err(e)) => {

@@ -6,6 +6,7 @@
 //! tests can run masters in-process on ephemeral ports.
 
 pub mod checkpoint;
+mod classic;
 pub mod cluster;
 mod datapath;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod master;
 pub mod metastore;
 pub mod oplog;
 mod service;
+mod sessions;
 mod status;
 
 use std::path::PathBuf;
@@ -21,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_common::CancellationToken;
+use cairn_common::classic::{ClassicConfig, DRAIN_GRACE};
+use cairn_meta::CairnPath;
 use cairn_proto::pb::master_server::MasterServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::MasterError;
 pub use master::Master;
@@ -54,7 +57,13 @@ pub struct MasterConfig {
     pub gc_grace: Duration,
     /// Servers with less free space take no new replicas.
     pub reserve_bytes: u64,
+    /// A client session silent this long expires and its locks are released.
+    pub session_timeout: Duration,
     pub checkpoint: CheckpointPolicy,
+    /// Directory classic file names live in; created at start if missing.
+    pub classic_dir: CairnPath,
+    /// The classic protocol, served beside gRPC on the same port.
+    pub classic: ClassicConfig,
 }
 
 impl MasterConfig {
@@ -70,7 +79,10 @@ impl MasterConfig {
             safe_mode_timeout: Duration::from_secs(10),
             gc_grace: Duration::from_secs(30),
             reserve_bytes: 0,
+            session_timeout: Duration::from_secs(10),
             checkpoint: CheckpointPolicy::default(),
+            classic_dir: CairnPath::root(),
+            classic: ClassicConfig::default(),
         }
     }
 }
@@ -85,8 +97,10 @@ pub async fn run(
     serve(master, listener, shutdown).await
 }
 
-/// Serves an opened master on `listener` until `shutdown` fires. Shutdown order: stop
-/// accepting, end heartbeat streams, finish in-flight requests, write a checkpoint.
+/// Serves an opened master on `listener` (gRPC and the classic protocol) until `shutdown`
+/// fires. Shutdown order: end heartbeat streams and stop taking classic requests; finish
+/// classic requests being executed (at most `DRAIN_GRACE`); stop accepting and finish
+/// in-flight gRPC requests; write a checkpoint.
 pub async fn serve(
     master: Arc<Master>,
     listener: TcpListener,
@@ -95,7 +109,8 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| MasterError::Internal(e.to_string()))?;
-    tracing::info!(%addr, "master serving");
+    tracing::info!(%addr, "master serving gRPC and the classic protocol");
+    classic::ensure_dir(&master).await;
     let liveness = {
         let master = master.clone();
         let shutdown = shutdown.clone();
@@ -109,17 +124,39 @@ pub async fn serve(
             }
         })
     };
+    let expiry = {
+        let master = master.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => master.expire_sessions().await,
+                }
+            }
+        })
+    };
     master.set_shutdown(shutdown.clone());
     let service = MasterServer::new(MasterService {
         master: master.clone(),
     })
     .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
+    let (incoming, classic) = classic::listen(listener, master.clone(), shutdown.clone());
+    let stopped = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            classic.drain(DRAIN_GRACE).await;
+        }
+    };
     let result = cairn_common::grpc::server()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming, stopped)
         .await;
     liveness.abort();
+    expiry.abort();
     if let Err(e) = master.meta.checkpoint_now().await {
         tracing::warn!(error = %e, "shutdown checkpoint failed; the log still holds everything");
     }

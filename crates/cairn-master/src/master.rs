@@ -19,6 +19,16 @@ use crate::MasterConfig;
 use crate::cluster::{ChunkId, Cluster};
 use crate::error::MasterError;
 use crate::metastore::MetaStore;
+use crate::sessions::session;
+
+/// Arguments of a file creation.
+pub struct CreateArgs {
+    pub path: CairnPath,
+    pub overwrite: bool,
+    pub mode: u32,
+    pub goal: u32,
+    pub session_id: u64,
+}
 
 /// The master: durable namespace plus soft cluster state.
 pub struct Master {
@@ -31,6 +41,7 @@ pub struct Master {
     pub started: Instant,
     safe_mode: AtomicBool,
     next_session: AtomicU64,
+    pub(crate) sessions: crate::sessions::SessionTable,
     /// Fires when the master stops; long-lived streams end on it.
     shutdown: Mutex<cairn_common::CancellationToken>,
 }
@@ -123,6 +134,7 @@ impl Master {
             safe_mode: AtomicBool::new(has_chunks),
             next_session: AtomicU64::new(1),
             shutdown: Mutex::new(cairn_common::CancellationToken::new()),
+            sessions: Default::default(),
         }))
     }
 
@@ -224,33 +236,24 @@ impl Master {
         expect_attr(self.meta.propose(req, cmd).await?)
     }
 
-    pub async fn create(
-        &self,
-        req: Option<RequestId>,
-        path: CairnPath,
-        overwrite: bool,
-        mode: u32,
-        goal: u32,
-    ) -> Result<Attr, MasterError> {
-        let mode = if mode == 0 { 0o644 } else { mode & 0o7777 };
-        let goal = u8::try_from(goal)
-            .map_err(|_| MasterError::InvalidArgument(format!("goal {goal} is too large")))?;
+    /// Creates a file; with `overwrite`, an existing file is emptied (its chunks freed).
+    pub async fn create(&self, req: Option<RequestId>, c: CreateArgs) -> Result<Attr, MasterError> {
+        let mode = if c.mode == 0 { 0o644 } else { c.mode & 0o7777 };
+        let goal = u8::try_from(c.goal)
+            .map_err(|_| MasterError::InvalidArgument(format!("goal {} is too large", c.goal)))?;
         let cmd = MetaCommand::Create {
-            path,
-            overwrite,
+            path: c.path,
+            overwrite: c.overwrite,
             mode,
             uid: 0,
             gid: 0,
             goal,
+            session: session(c.session_id),
             now_ns: now_ns(),
         };
-        match self.meta.propose(req, cmd).await? {
-            MetaResponse::Created { attr, freed } => {
-                self.release_chunks(&freed);
-                Ok(attr)
-            }
-            other => expect_attr(other),
-        }
+        let r = self.meta.propose(req, cmd).await?;
+        self.settle(&r);
+        expect_attr(r)
     }
 
     pub async fn delete(
@@ -258,15 +261,16 @@ impl Master {
         req: Option<RequestId>,
         path: CairnPath,
         recursive: bool,
+        session_id: u64,
     ) -> Result<(), MasterError> {
         let cmd = MetaCommand::Delete {
             path,
             recursive,
+            session: session(session_id),
             now_ns: now_ns(),
         };
-        if let MetaResponse::Freed(freed) = self.meta.propose(req, cmd).await? {
-            self.release_chunks(&freed);
-        }
+        let r = self.meta.propose(req, cmd).await?;
+        self.settle(&r);
         Ok(())
     }
 
@@ -276,16 +280,17 @@ impl Master {
         from: CairnPath,
         to: CairnPath,
         no_replace: bool,
+        session_id: u64,
     ) -> Result<(), MasterError> {
         let cmd = MetaCommand::Rename {
             from,
             to,
             no_replace,
+            session: session(session_id),
             now_ns: now_ns(),
         };
-        if let MetaResponse::Freed(freed) = self.meta.propose(req, cmd).await? {
-            self.release_chunks(&freed);
-        }
+        let r = self.meta.propose(req, cmd).await?;
+        self.settle(&r);
         Ok(())
     }
 
@@ -294,13 +299,46 @@ impl Master {
         req: Option<RequestId>,
         inode: u64,
         end: u64,
+        session_id: u64,
     ) -> Result<Attr, MasterError> {
         let cmd = MetaCommand::CommitWrite {
             inode,
             end,
+            session: session(session_id),
             now_ns: now_ns(),
         };
         expect_attr(self.meta.propose(req, cmd).await?)
+    }
+
+    pub async fn truncate(
+        &self,
+        req: Option<RequestId>,
+        inode: u64,
+        size: u64,
+        session_id: u64,
+    ) -> Result<Attr, MasterError> {
+        let cmd = MetaCommand::Truncate {
+            inode,
+            size,
+            session: session(session_id),
+            now_ns: now_ns(),
+        };
+        let r = self.meta.propose(req, cmd).await?;
+        self.settle(&r);
+        expect_attr(r)
+    }
+
+    /// Acts on what a namespace change left behind: chunks nobody references any more are
+    /// deleted from chunk servers, and lock waiters it granted or dropped are woken.
+    pub(crate) fn settle(&self, r: &MetaResponse) {
+        match r {
+            MetaResponse::Freed(freed)
+            | MetaResponse::Created { freed, .. }
+            | MetaResponse::Truncated { freed, .. } => self.release_chunks(freed),
+            MetaResponse::Removed { freed, .. } => self.release_chunks(freed),
+            _ => {}
+        }
+        self.wake_from(r);
     }
 
     pub fn stat(&self, path: &CairnPath) -> Result<Attr, MasterError> {

@@ -8,10 +8,10 @@ use cairn_proto::pb;
 use cairn_proto::pb::master_server::Master as MasterRpc;
 use futures::Stream;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::master::{Master, attr_to_pb, parse_path, request_id};
+use crate::master::{CreateArgs, Master, attr_to_pb, parse_path, request_id};
 
 /// gRPC face of the master.
 #[derive(Clone)]
@@ -19,7 +19,11 @@ pub struct MasterService {
     pub master: Arc<Master>,
 }
 
-type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn attr(a: &cairn_meta::Attr) -> Option<pb::Attr> {
+    Some(attr_to_pb(a))
+}
 
 #[tonic::async_trait]
 impl MasterRpc for MasterService {
@@ -28,13 +32,11 @@ impl MasterRpc for MasterService {
         req: Request<pb::MkdirRequest>,
     ) -> Result<Response<pb::MkdirResponse>, Status> {
         let r = req.into_inner();
-        let attr = self
+        let a = self
             .master
             .mkdir(request_id(r.req), parse_path(&r.path)?, r.parents, r.mode)
             .await?;
-        Ok(Response::new(pb::MkdirResponse {
-            attr: Some(attr_to_pb(&attr)),
-        }))
+        Ok(Response::new(pb::MkdirResponse { attr: attr(&a) }))
     }
 
     async fn create(
@@ -42,29 +44,23 @@ impl MasterRpc for MasterService {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let r = req.into_inner();
-        let attr = self
-            .master
-            .create(
-                request_id(r.req),
-                parse_path(&r.path)?,
-                r.overwrite,
-                r.mode,
-                r.goal,
-            )
-            .await?;
-        Ok(Response::new(pb::CreateResponse {
-            attr: Some(attr_to_pb(&attr)),
-        }))
+        let args = CreateArgs {
+            path: parse_path(&r.path)?,
+            overwrite: r.overwrite,
+            mode: r.mode,
+            goal: r.goal,
+            session_id: r.session_id,
+        };
+        let a = self.master.create(request_id(r.req), args).await?;
+        Ok(Response::new(pb::CreateResponse { attr: attr(&a) }))
     }
 
     async fn stat(
         &self,
         req: Request<pb::StatRequest>,
     ) -> Result<Response<pb::StatResponse>, Status> {
-        let attr = self.master.stat(&parse_path(&req.into_inner().path)?)?;
-        Ok(Response::new(pb::StatResponse {
-            attr: Some(attr_to_pb(&attr)),
-        }))
+        let a = self.master.stat(&parse_path(&req.into_inner().path)?)?;
+        Ok(Response::new(pb::StatResponse { attr: attr(&a) }))
     }
 
     async fn list(
@@ -79,7 +75,7 @@ impl MasterRpc for MasterService {
             .into_iter()
             .map(|(name, a)| pb::DirEntry {
                 name,
-                attr: Some(attr_to_pb(&a)),
+                attr: attr(&a),
             })
             .collect();
         Ok(Response::new(pb::ListResponse { entries, truncated }))
@@ -90,13 +86,9 @@ impl MasterRpc for MasterService {
         req: Request<pb::RenameRequest>,
     ) -> Result<Response<pb::RenameResponse>, Status> {
         let r = req.into_inner();
+        let (from, to) = (parse_path(&r.from)?, parse_path(&r.to)?);
         self.master
-            .rename(
-                request_id(r.req),
-                parse_path(&r.from)?,
-                parse_path(&r.to)?,
-                r.no_replace,
-            )
+            .rename(request_id(r.req), from, to, r.no_replace, r.session_id)
             .await?;
         Ok(Response::new(pb::RenameResponse {}))
     }
@@ -107,7 +99,12 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.into_inner();
         self.master
-            .delete(request_id(r.req), parse_path(&r.path)?, r.recursive)
+            .delete(
+                request_id(r.req),
+                parse_path(&r.path)?,
+                r.recursive,
+                r.session_id,
+            )
             .await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
@@ -125,7 +122,9 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<pb::PrepareWriteResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(
-            self.master.prepare_write(r.inode, r.chunk_index).await?,
+            self.master
+                .prepare_write(r.inode, r.chunk_index, r.session_id)
+                .await?,
         ))
     }
 
@@ -134,13 +133,11 @@ impl MasterRpc for MasterService {
         req: Request<pb::CommitWriteRequest>,
     ) -> Result<Response<pb::CommitWriteResponse>, Status> {
         let r = req.into_inner();
-        let attr = self
+        let a = self
             .master
-            .commit_write(request_id(r.req), r.inode, r.end)
+            .commit_write(request_id(r.req), r.inode, r.end, r.session_id)
             .await?;
-        Ok(Response::new(pb::CommitWriteResponse {
-            attr: Some(attr_to_pb(&attr)),
-        }))
+        Ok(Response::new(pb::CommitWriteResponse { attr: attr(&a) }))
     }
 
     async fn report_failure(
@@ -151,6 +148,83 @@ impl MasterRpc for MasterService {
         Ok(Response::new(pb::ReportFailureResponse {}))
     }
 
+    async fn truncate(
+        &self,
+        req: Request<pb::TruncateRequest>,
+    ) -> Result<Response<pb::TruncateResponse>, Status> {
+        let r = req.into_inner();
+        let a = self
+            .master
+            .truncate(request_id(r.req), r.inode, r.size, r.session_id)
+            .await?;
+        Ok(Response::new(pb::TruncateResponse { attr: attr(&a) }))
+    }
+
+    async fn reserve_append(
+        &self,
+        req: Request<pb::ReserveAppendRequest>,
+    ) -> Result<Response<pb::ReserveAppendResponse>, Status> {
+        let r = req.into_inner();
+        let offset = self
+            .master
+            .reserve_append(request_id(r.req), r.inode, r.length, r.session_id)
+            .await?;
+        Ok(Response::new(pb::ReserveAppendResponse { offset }))
+    }
+
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.master.open_session(request_id(r.req), r.owner).await?,
+        ))
+    }
+
+    async fn keep_alive(
+        &self,
+        req: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveResponse>, Status> {
+        self.master.keep_alive(req.into_inner().session_id)?;
+        Ok(Response::new(pb::KeepAliveResponse {}))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        self.master
+            .close_session(req.into_inner().session_id)
+            .await?;
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    type LockStream = BoxStream<pb::LockEvent>;
+
+    async fn lock(
+        &self,
+        req: Request<pb::LockRequest>,
+    ) -> Result<Response<Self::LockStream>, Status> {
+        let rx: mpsc::Receiver<_> = self.master.lock(req.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        self.master.unlock_request(req.into_inner()).await?;
+        Ok(Response::new(pb::UnlockResponse {}))
+    }
+
+    async fn test_lock(
+        &self,
+        req: Request<pb::TestLockRequest>,
+    ) -> Result<Response<pb::TestLockResponse>, Status> {
+        Ok(Response::new(self.master.test_lock(&req.into_inner())?))
+    }
+
     async fn cluster_status(
         &self,
         _req: Request<pb::ClusterStatusRequest>,
@@ -158,7 +232,7 @@ impl MasterRpc for MasterService {
         Ok(Response::new(self.master.status()))
     }
 
-    type HeartbeatStream = HeartbeatStream;
+    type HeartbeatStream = BoxStream<pb::HeartbeatResponse>;
 
     async fn heartbeat(
         &self,

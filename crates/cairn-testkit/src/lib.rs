@@ -310,11 +310,8 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for node in self
-            .chunkservers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.master))
-        {
+        // The master first, so it does not log every chunk server leaving.
+        for node in std::iter::once(&mut self.master).chain(self.chunkservers.iter_mut()) {
             if let Some(r) = node.running.take() {
                 r.token.cancel();
                 r.runtime.shutdown_background();

@@ -71,6 +71,8 @@ impl ProcessCluster {
                 chunk_size.to_string(),
                 "--dead-timeout".into(),
                 "3s".into(),
+                "--session-timeout".into(),
+                "3s".into(),
             ],
             log: dir.path().join("master.log"),
             child: None,

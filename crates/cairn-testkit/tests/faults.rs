@@ -191,6 +191,7 @@ async fn malformed_requests_get_typed_errors_and_servers_stay_up() -> anyhow::Re
             req: None,
             inode: 999_999,
             chunk_index: 0,
+            session_id: 0,
         })
         .await
         .expect_err("unknown inode");
