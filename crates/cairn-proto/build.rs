@@ -6,8 +6,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cairn/v1/common.proto",
         "cairn/v1/master.proto",
         "cairn/v1/chunk.proto",
+        "cairn/v1/fs.proto",
     ];
     let fds = protox::compile(files, [&root])?;
-    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    // Status messages serialize to JSON as they are, for `cairn status --json` and the
+    // master's /status endpoint: one shape, every field, no hand-written mapping.
+    let mut config = tonic_prost_build::configure().bytes(".");
+    for msg in ["ClusterStatusResponse", "ServerStatus", "StatusEvent"] {
+        config = config.type_attribute(format!("cairn.v1.{msg}"), "#[derive(serde::Serialize)]");
+    }
+    config.compile_fds(fds)?;
     Ok(())
 }

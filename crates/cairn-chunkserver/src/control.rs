@@ -1,6 +1,7 @@
 //! The master's control calls: a replica's state, and moving a replica to a new version
 //! before a lease is granted.
 
+use cairn_chunk_store::StoreError;
 use cairn_proto::{ErrorKind, pb};
 use tokio::task::spawn_blocking;
 use tonic::Status;
@@ -10,7 +11,8 @@ use crate::server::ChunkServer;
 
 impl ChunkServer {
     /// A replica's version, length and serial; with `with_checksum`, also the CRC32C of
-    /// its bytes (every block verified on the way), so replicas can be compared.
+    /// its bytes (every block verified on the way), so replicas can be compared. A replica
+    /// that fails verification is deleted and reported, like one a read found.
     pub async fn replica_state(
         &self,
         req: pb::ReplicaStateRequest,
@@ -44,11 +46,20 @@ impl ChunkServer {
                 }
                 at += got as u64;
             }
-            Ok::<u32, cairn_chunk_store::StoreError>(crc)
+            Ok::<u32, StoreError>(crc)
         })
         .await
-        .map_err(join_status)?
-        .map_err(|e| store_status(&e))?;
+        .map_err(join_status)?;
+        drop(_order);
+        let checksum = match checksum {
+            Ok(c) => c,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(chunk = chunk_id, error = %e, "replica failed its checksum; removing it");
+                self.discard_corrupt(info).await;
+                return Err(store_status(&e));
+            }
+            Err(e) => return Err(store_status(&e)),
+        };
         Ok(pb::ReplicaStateResponse {
             version: info.version,
             length: info.length,

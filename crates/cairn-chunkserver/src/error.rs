@@ -21,7 +21,13 @@ pub fn store_status(e: &StoreError) -> Status {
     store_kind(e).status(e.to_string())
 }
 
-/// A status for a blocking task that panicked or was cancelled.
+/// A status for a blocking task that panicked or was cancelled. Cancelled means this
+/// server is shutting down: `Unavailable`, so the caller retries elsewhere.
 pub fn join_status(e: tokio::task::JoinError) -> Status {
-    ErrorKind::Internal.status(format!("storage task failed: {e}"))
+    let kind = if e.is_cancelled() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Internal
+    };
+    kind.status(format!("storage task failed: {e}"))
 }

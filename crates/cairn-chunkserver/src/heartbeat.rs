@@ -62,6 +62,7 @@ impl ChunkServer {
                 used_bytes: c.used_bytes,
                 free_bytes: c.free_bytes,
                 replica_bytes: c.replica_bytes,
+                reserve_bytes: self.config.reserve_bytes.unwrap_or(0),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read disk capacity");
@@ -97,6 +98,11 @@ impl ChunkServer {
                     capacity: Some(self.capacity()),
                     replicas,
                     more: i + 1 < n,
+                    http_addr: self
+                        .http_addr
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
                 })),
             })
             .collect()
@@ -159,6 +165,7 @@ impl ChunkServer {
             removed: ev.removed,
             corrupt: ev.corrupt,
             active_requests: self.active_requests.load(Ordering::Relaxed),
+            replication_failed: self.replication.take_failures(),
         };
         tx.send(pb::HeartbeatRequest {
             msg: Some(Msg::Beat(beat)),
@@ -167,7 +174,7 @@ impl ChunkServer {
         .map_err(|_| tonic::Status::cancelled("stream closed"))
     }
 
-    async fn handle_reply(&self, r: pb::HeartbeatResponse) {
+    async fn handle_reply(self: &Arc<Self>, r: pb::HeartbeatResponse) {
         match r.msg {
             Some(Reply::Welcome(w)) => match <[u8; 32]>::try_from(w.lease_key.as_ref()) {
                 Ok(lease_key) => {
@@ -188,7 +195,12 @@ impl ChunkServer {
                     self.delete_replica(d.chunk_id, d.version).await;
                 }
                 for order in c.replicate {
-                    tracing::debug!(chunk = order.chunk_id, "replication order received");
+                    tracing::debug!(
+                        chunk = order.chunk_id,
+                        version = order.version,
+                        "replication order received"
+                    );
+                    self.start_copy(order);
                 }
             }
             None => {}

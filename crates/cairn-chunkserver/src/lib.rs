@@ -8,9 +8,15 @@ mod classic;
 mod control;
 pub mod error;
 mod heartbeat;
+mod http;
+pub mod metrics;
 mod read;
+pub mod replicate;
+pub mod scrub;
 pub mod server;
 mod service;
+pub mod space;
+pub mod throttle;
 mod write;
 
 use std::path::PathBuf;
@@ -39,12 +45,26 @@ pub struct ChunkServerConfig {
     pub heartbeat_interval: Duration,
     /// How often the full replica list is re-sent, to heal any drift.
     pub full_report_interval: Duration,
-    /// Free space below which no new replicas are taken.
-    pub reserve_bytes: u64,
+    /// Free space below which no new replicas are taken; `None`: 1 GiB or 5% of the
+    /// disk, whichever is smaller.
+    pub reserve_bytes: Option<u64>,
+    /// Bytes per second all re-replication copies into this server may move together
+    /// (0: no limit), so that clients are still served.
+    pub replication_bandwidth: u64,
+    /// Re-replication copies this server makes at once.
+    pub replication_concurrency: usize,
+    /// Bytes per second the scrubber verifies (0: no scrubbing).
+    pub scrub_bandwidth: u64,
+    /// A scrub pass (every replica verified) starts at most this often.
+    pub scrub_interval: Duration,
     /// Directory the classic protocol's file names live in.
     pub classic_dir: CairnPath,
     /// The classic protocol, served beside gRPC on the same port.
     pub classic: ClassicConfig,
+    /// Requests at least this slow are logged at INFO (the rest at DEBUG).
+    pub slow_request: Duration,
+    /// Record request metrics (off only to measure their cost).
+    pub metrics: bool,
 }
 
 impl ChunkServerConfig {
@@ -55,9 +75,15 @@ impl ChunkServerConfig {
             advertise_addr: None,
             heartbeat_interval: Duration::from_secs(1),
             full_report_interval: Duration::from_secs(300),
-            reserve_bytes: 0,
+            reserve_bytes: None,
+            replication_bandwidth: 100 << 20,
+            replication_concurrency: 4,
+            scrub_bandwidth: 8 << 20,
+            scrub_interval: Duration::from_secs(24 * 3600),
             classic_dir: CairnPath::root(),
             classic: ClassicConfig::default(),
+            slow_request: Duration::from_millis(500),
+            metrics: true,
         }
     }
 }
@@ -85,6 +111,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ChunkServerError> {
+    run_with_http(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], also serving `/healthz`, `/metrics` and `/status` on `http`.
+pub async fn run_with_http(
+    config: ChunkServerConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ChunkServerError> {
     let dir_err = |source| ChunkServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -94,8 +130,12 @@ pub async fn run(
         Some(a) => a.clone(),
         None => listener.local_addr().map_err(dir_err)?.to_string(),
     };
+    let reserve =
+        space::resolve_reserve(&config.data_dir, config.reserve_bytes).map_err(dir_err)?;
+    let mut config = config;
+    config.reserve_bytes = Some(reserve);
     let store_cfg = StoreConfig {
-        reserve_bytes: config.reserve_bytes,
+        reserve_bytes: reserve,
         ..StoreConfig::default()
     };
     let store_dir = config.data_dir.join("store");
@@ -110,7 +150,22 @@ pub async fn run(
         .await
         .map_err(|e| ChunkServerError::Serve(format!("classic protocol client: {e}")))?;
     let server = Arc::new(ChunkServer::new(id, addr, config, Arc::new(store)));
+    let http_task = match http {
+        Some(l) => {
+            if let Ok(a) = l.local_addr() {
+                *server.http_addr.lock().unwrap_or_else(|p| p.into_inner()) = a.to_string();
+            }
+            let router = http::router(server.clone());
+            Some(tokio::spawn(cairn_common::telemetry::serve_http(
+                l,
+                router,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let heartbeats = tokio::spawn(server.clone().heartbeat_loop(shutdown.clone()));
+    let scrubber = tokio::spawn(server.clone().scrub_loop(shutdown.clone()));
     let service = ChunkServiceServer::new(ChunkServiceImpl {
         server: server.clone(),
     })
@@ -125,10 +180,17 @@ pub async fn run(
             classic.drain(DRAIN_GRACE).await;
         }
     };
+    let telemetry =
+        cairn_common::telemetry::TelemetryLayer::new("chunkserver", server.metrics.rpc.clone());
     let result = cairn_common::grpc::server()
+        .layer(telemetry)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stopped)
         .await;
     heartbeats.abort();
+    scrubber.abort();
+    if let Some(h) = http_task {
+        let _ = h.await;
+    }
     result.map_err(|e| ChunkServerError::Serve(e.to_string()))
 }

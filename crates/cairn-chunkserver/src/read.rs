@@ -62,6 +62,7 @@ impl ChunkServer {
                     }
                 };
                 let got = buf.len();
+                self.metrics.read_bytes.inc_by(got as u64);
                 let piece = pb::ReadResponse {
                     crc32c: crc32c::crc32c(&buf),
                     data: buf.into(),
@@ -95,6 +96,7 @@ impl ChunkServer {
             tracing::error!(chunk, error = %e, "replica failed its checksum; removing it");
             let store = self.store.clone();
             let _ = spawn_blocking(move || store.delete(chunk)).await;
+            self.metrics.corrupt_replicas.inc();
             self.report_corrupt(chunk);
         }
     }

@@ -58,6 +58,17 @@ pub struct ChunkServer {
     pub events_ready: Notify,
     pub active_requests: AtomicU32,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    pub metrics: crate::metrics::ChunkMetrics,
+    /// Where this server's HTTP endpoints are (empty if none); told to the master.
+    pub http_addr: Mutex<String>,
+    /// Re-replication copies into this server: limits, running copies, figures.
+    pub replication: crate::replicate::Replication,
+    /// What the scrubber has verified and found.
+    pub scrub: crate::scrub::ScrubStats,
+}
+
+fn config_slow(c: &ChunkServerConfig) -> std::time::Duration {
+    c.slow_request
 }
 
 /// Reads the server id from `dir/server.id`, creating a random one on first start. The id
@@ -96,7 +107,6 @@ impl ChunkServer {
         ChunkServer {
             id,
             addr,
-            config,
             store,
             registration: Mutex::new(None),
             chunk_locks: Mutex::new(HashMap::new()),
@@ -105,6 +115,14 @@ impl ChunkServer {
             events_ready: Notify::new(),
             active_requests: AtomicU32::new(0),
             peers: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::ChunkMetrics::new(config_slow(&config), config.metrics),
+            http_addr: Mutex::new(String::new()),
+            replication: crate::replicate::Replication::new(
+                config.replication_concurrency,
+                config.replication_bandwidth,
+            ),
+            scrub: Default::default(),
+            config,
         }
     }
 

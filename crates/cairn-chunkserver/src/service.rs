@@ -36,7 +36,12 @@ impl ChunkService for ChunkServiceImpl {
         &self,
         req: Request<pb::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        let rx = self.server.clone().read(req.into_inner())?;
+        let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!(
+            "chunk {} v{} [{}, +{})",
+            r.chunk_id, r.version, r.offset, r.length
+        ));
+        let rx = self.server.clone().read(r)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -44,16 +49,21 @@ impl ChunkService for ChunkServiceImpl {
         &self,
         req: Request<pb::ReplicaStateRequest>,
     ) -> Result<Response<pb::ReplicaStateResponse>, Status> {
-        Ok(Response::new(
-            self.server.replica_state(req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!("chunk {}", r.chunk_id));
+        Ok(Response::new(self.server.replica_state(r).await?))
     }
 
     async fn set_version(
         &self,
         req: Request<pb::SetVersionRequest>,
     ) -> Result<Response<pb::SetVersionResponse>, Status> {
-        self.server.set_version(req.into_inner()).await?;
+        let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!(
+            "chunk {} v{}->v{}",
+            r.chunk_id, r.from, r.to
+        ));
+        self.server.set_version(r).await?;
         Ok(Response::new(pb::SetVersionResponse {}))
     }
 }

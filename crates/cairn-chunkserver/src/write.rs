@@ -124,6 +124,10 @@ impl ChunkServer {
             .lease
             .clone()
             .ok_or_else(|| ErrorKind::InvalidArgument.status("write without a lease"))?;
+        cairn_common::telemetry::record_subject(format_args!(
+            "chunk {} v{} @{}",
+            lease.chunk_id, lease.version, header.offset
+        ));
         let reg = self.registration().ok_or_else(|| {
             ErrorKind::Unavailable
                 .status("this chunk server has not registered with the master yet")
@@ -159,7 +163,7 @@ impl ChunkServer {
             let offset = header.offset;
             let s = spawn_blocking(move || store.stage(chunk, offset, capacity))
                 .await
-                .map_err(join_status)?
+                .map_err(|e| blame_server(join_status(e), self.id))?
                 .map_err(|e| blame_server(store_status(&e), self.id))?;
             staged = Some(s);
         }
@@ -184,6 +188,7 @@ impl ChunkServer {
                                 .status("a data piece failed its checksum in transit"));
                         }
                         received += d.data.len() as u64;
+                        self.metrics.written_bytes.inc_by(d.data.len() as u64);
                         let data = d.data.clone();
                         if let Some(ds) = &downstream {
                             ds.send(pb::WriteRequest {
@@ -193,7 +198,7 @@ impl ChunkServer {
                         }
                         let s = spawn_blocking(move || s.write(&data).map(|()| s))
                             .await
-                            .map_err(join_status)?
+                            .map_err(|e| blame_server(join_status(e), self.id))?
                             .map_err(|e| blame_server(store_status(&e), self.id))?;
                         staged = Some(s);
                     }

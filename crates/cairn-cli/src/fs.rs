@@ -13,6 +13,33 @@ use crate::CmdResult;
 /// Local read size for uploads from stdin.
 const STDIN_BUF: usize = 1 << 20;
 
+/// Transfers smaller than this get no progress bar.
+const PROGRESS_MIN: u64 = 16 << 20;
+
+/// A progress bar on stderr for a transfer of `len` bytes (0: unknown), only when stderr is
+/// a terminal and the transfer is large enough to be worth watching.
+fn progress_bar(len: u64, name: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || (len != 0 && len < PROGRESS_MIN) {
+        return None;
+    }
+    let bar = if len == 0 {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
+    let template = if len == 0 {
+        "{spinner} {msg} {bytes} ({bytes_per_sec})"
+    } else {
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_string());
+    Some(bar)
+}
+
 /// A remote path as typed: absolute; a trailing `/` is forgiven.
 fn remote(p: &str) -> Result<String, Error> {
     cairn_proto::CairnPath::parse_lenient(p)
@@ -56,10 +83,20 @@ pub async fn put(client: &Client, local: &str, to: &str, force: bool) -> CmdResu
         if meta.is_dir() {
             return Err(Error::new(Kind::IsADirectory, format!("{local}: is a directory")).into());
         }
-        client.put_file(Path::new(local), &to, force).await?;
+        let bar = progress_bar(meta.len(), &to);
+        let progress = bar
+            .clone()
+            .map(|b| -> cairn_client::Progress { std::sync::Arc::new(move |n| b.inc(n)) });
+        client
+            .put_file_with_progress(Path::new(local), &to, force, progress)
+            .await?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
         return Ok(());
     }
     let mut writer = client.writer(&to, force).await?;
+    let bar = progress_bar(0, &to);
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; STDIN_BUF];
     loop {
@@ -68,8 +105,14 @@ pub async fn put(client: &Client, local: &str, to: &str, force: bool) -> CmdResu
             break;
         }
         writer.write(&buf[..n]).await?;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
     }
     writer.close().await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     Ok(())
 }
 
@@ -102,10 +145,17 @@ pub async fn get(client: &Client, from: &str, local: &str) -> CmdResult {
         let mut file = tokio::fs::File::create(&part)
             .await
             .with_context(|| format!("create {}", part.display()))?;
+        let bar = progress_bar(reader.attr().size, &from);
         while let Some(piece) = reader.next().await? {
+            if let Some(b) = &bar {
+                b.inc(piece.len() as u64);
+            }
             file.write_all(&piece)
                 .await
                 .with_context(|| format!("write {}", part.display()))?;
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
         file.sync_all().await?;
         tokio::fs::rename(&part, &target)

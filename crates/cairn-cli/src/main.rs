@@ -4,7 +4,10 @@
 
 mod bench;
 mod fs;
+mod fsck;
 mod locking;
+mod mount;
+mod recovery_opts;
 mod servers;
 mod status;
 
@@ -123,9 +126,19 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Refresh every SECS seconds until Ctrl-C (like top).
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
     /// Measure throughput against a running cluster.
     Bench(bench::BenchArgs),
+    /// Verify every replica of every chunk under PATH; exit 0 only if all are at goal
+    /// (20: under goal or unverified, 21: corrupt replicas, 22: lost chunks).
+    Fsck(fsck::FsckArgs),
+    /// Mount the file system (FUSE) at MOUNTPOINT; in the background unless --foreground.
+    Mount(mount::MountArgs),
+    /// Unmount a Cairn mount.
+    Umount { mountpoint: PathBuf },
 }
 
 /// A failure, with the exit code it maps to.
@@ -197,8 +210,13 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Lock(a) => locking::lock(&cli.client().await?, a).await,
         Command::Read { name } => fs::classic_read(&cli.client().await?, name).await,
         Command::Delete { name } => fs::classic_delete(&cli.client().await?, name).await,
-        Command::Status { json } => status::status(&cli.client().await?, *json).await,
+        Command::Status { json, watch } => {
+            status::status(&cli.client().await?, *json, *watch).await
+        }
         Command::Bench(a) => bench::bench(&cli.client().await?, a).await,
+        Command::Fsck(a) => fsck::fsck(&cli.client().await?, a).await,
+        Command::Mount(a) => mount::mount(&cli.client().await?, &cli.master, a).await,
+        Command::Umount { mountpoint } => mount::umount(mountpoint),
     }
 }
 
@@ -207,7 +225,7 @@ fn main() -> ExitCode {
     let serving = matches!(
         cli.command,
         Command::Local(_) | Command::Master(_) | Command::Chunkserver(_)
-    );
+    ) || matches!(&cli.command, Command::Mount(a) if a.foreground);
     let format = match cli.log_format {
         LogFmt::Text => LogFormat::Text,
         LogFmt::Json => LogFormat::Json,

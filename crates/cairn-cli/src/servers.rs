@@ -16,13 +16,14 @@ use cairn_proto::CairnPath;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use crate::recovery_opts::{ChunkServerRecoveryOpts, MasterRecoveryOpts};
 use crate::{CmdResult, Failure};
 
 fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
-fn duration_arg(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration_arg(s: &str) -> Result<Duration, String> {
     humantime_like(s)
 }
 
@@ -75,13 +76,39 @@ impl ClassicOpts {
         }
     }
 
-    fn chunkserver_config(&self, data: PathBuf, master: &str, reserve: u64) -> ChunkServerConfig {
+    fn chunkserver_config(
+        &self,
+        data: PathBuf,
+        master: &str,
+        reserve: Option<u64>,
+    ) -> ChunkServerConfig {
         let mut c = ChunkServerConfig::new(data, master);
         c.reserve_bytes = reserve;
         c.classic_dir = self.classic_dir.clone();
         c.classic = self.config();
         c
     }
+}
+
+/// Request logs and metrics, shared by every server.
+#[derive(Args, Clone)]
+pub struct TelemetryOpts {
+    /// Requests at least this slow are logged at INFO (the others at DEBUG).
+    #[arg(long, default_value = "500ms", value_parser = duration_arg)]
+    slow_request: Duration,
+    /// Do not record request metrics (to measure what they cost).
+    #[arg(long)]
+    no_metrics: bool,
+}
+
+/// An HTTP address flag: `host:port`, or `off`.
+fn http_arg(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s}: {e} (use host:port or off)"))
 }
 
 /// Options every master shares.
@@ -107,6 +134,10 @@ pub struct MasterOpts {
     session_timeout: Duration,
     #[command(flatten)]
     classic: ClassicOpts,
+    #[command(flatten)]
+    telemetry: TelemetryOpts,
+    #[command(flatten)]
+    recovery: MasterRecoveryOpts,
 }
 
 impl MasterOpts {
@@ -118,8 +149,11 @@ impl MasterOpts {
         c.lease_duration = self.lease;
         c.reserve_bytes = self.reserve;
         c.session_timeout = self.session_timeout;
+        c.slow_request = self.telemetry.slow_request;
+        c.metrics = !self.telemetry.no_metrics;
         c.classic_dir = self.classic.classic_dir.clone();
         c.classic = self.classic.config();
+        self.recovery.apply(&mut c);
         c
     }
 }
@@ -131,6 +165,9 @@ pub struct MasterArgs {
     data: PathBuf,
     #[arg(long, default_value = "127.0.0.1:5011")]
     listen: SocketAddr,
+    /// HTTP address for /healthz, /metrics, /status and the dashboard (`off` for none).
+    #[arg(long, default_value = "127.0.0.1:9011", value_parser = http_arg)]
+    http: ::std::option::Option<SocketAddr>, // fully qualified: the parser yields the Option itself
     #[command(flatten)]
     opts: MasterOpts,
 }
@@ -142,11 +179,15 @@ pub struct ChunkServerArgs {
     data: PathBuf,
     #[arg(long, default_value = "127.0.0.1:6001")]
     listen: SocketAddr,
-    /// Free space kept unused on the data directory's disk.
-    #[arg(long, default_value = "0", value_parser = size_arg)]
-    reserve: u64,
+    /// HTTP address for /healthz, /metrics and /status (`off` for none).
+    #[arg(long, default_value = "127.0.0.1:9001", value_parser = http_arg)]
+    http: ::std::option::Option<SocketAddr>, // fully qualified: the parser yields the Option itself
     #[command(flatten)]
     classic: ClassicOpts,
+    #[command(flatten)]
+    telemetry: TelemetryOpts,
+    #[command(flatten)]
+    recovery: ChunkServerRecoveryOpts,
 }
 
 #[derive(Args)]
@@ -165,6 +206,12 @@ pub struct LocalArgs {
     /// Number of chunk servers.
     #[arg(long, default_value_t = 3)]
     chunkservers: u16,
+    /// The master's HTTP port (dashboard, /metrics); 0 for none.
+    #[arg(long, default_value_t = 9011)]
+    http_port: u16,
+    /// The first chunk server's HTTP port; the others follow it; 0 for none.
+    #[arg(long, default_value_t = 9001)]
+    chunkserver_http_port: u16,
     #[command(flatten)]
     opts: MasterOpts,
 }
@@ -195,23 +242,33 @@ fn stop_on_signals(token: CancellationToken) {
     });
 }
 
+async fn bind_http(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, Failure> {
+    match addr {
+        Some(a) => Ok(Some(bind(&a.to_string()).await?)),
+        None => Ok(None),
+    }
+}
+
 pub async fn master(a: &MasterArgs) -> CmdResult {
     let listener = bind(&a.listen.to_string()).await?;
+    let http = bind_http(a.http).await?;
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
-    cairn_master::run(a.opts.config(a.data.clone()), listener, shutdown)
+    cairn_master::run_with_http(a.opts.config(a.data.clone()), listener, http, shutdown)
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("master: {e}")))
 }
 
 pub async fn chunkserver(a: &ChunkServerArgs, master: &str) -> CmdResult {
     let listener = bind(&a.listen.to_string()).await?;
+    let http = bind_http(a.http).await?;
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
-    let config = a
-        .classic
-        .chunkserver_config(a.data.clone(), master, a.reserve);
-    cairn_chunkserver::run(config, listener, shutdown)
+    let mut config = a.classic.chunkserver_config(a.data.clone(), master, None);
+    a.recovery.apply(&mut config);
+    config.slow_request = a.telemetry.slow_request;
+    config.metrics = !a.telemetry.no_metrics;
+    cairn_chunkserver::run_with_http(config, listener, http, shutdown)
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("chunk server: {e}")))
 }
@@ -219,34 +276,59 @@ pub async fn chunkserver(a: &ChunkServerArgs, master: &str) -> CmdResult {
 pub async fn local(a: &LocalArgs) -> CmdResult {
     let master_addr = format!("{}:{}", a.host, a.master_port);
     let master_listener = bind(&master_addr).await?;
+    let port = |base: u16, i: u16| (base != 0).then(|| format!("{}:{}", a.host, base + i));
+    let master_http = match port(a.http_port, 0) {
+        Some(h) => Some((h.clone(), bind(&h).await?)),
+        None => None,
+    };
     let mut cs_listeners = Vec::new();
     for i in 0..a.chunkservers {
         let addr = format!("{}:{}", a.host, a.chunkserver_port + i);
-        cs_listeners.push((addr.clone(), bind(&addr).await?));
+        let http = match port(a.chunkserver_http_port, i) {
+            Some(h) => Some((h.clone(), bind(&h).await?)),
+            None => None,
+        };
+        cs_listeners.push((addr.clone(), bind(&addr).await?, http));
     }
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
     let master_dir = a.data.join("master");
-    let master = tokio::spawn(cairn_master::run(
+    let (master_http_addr, master_http) = match master_http {
+        Some((addr, l)) => (Some(addr), Some(l)),
+        None => (None, None),
+    };
+    let master = tokio::spawn(cairn_master::run_with_http(
         a.opts.config(master_dir.clone()),
         master_listener,
+        master_http,
         shutdown.clone(),
     ));
     let mut servers = Vec::new();
-    for (i, (addr, listener)) in cs_listeners.into_iter().enumerate() {
+    for (i, (addr, listener, http)) in cs_listeners.into_iter().enumerate() {
         let dir = a.data.join(format!("cs{}", i + 1));
-        let config = a
-            .opts
-            .classic
-            .chunkserver_config(dir.clone(), &master_addr, a.opts.reserve);
-        println!("chunk server  {addr}  data {}", dir.display());
-        servers.push(tokio::spawn(cairn_chunkserver::run(
+        let mut config = a.opts.classic.chunkserver_config(
+            dir.clone(),
+            &master_addr,
+            (a.opts.reserve > 0).then_some(a.opts.reserve),
+        );
+        config.slow_request = a.opts.telemetry.slow_request;
+        config.metrics = !a.opts.telemetry.no_metrics;
+        let (http_addr, http) = match http {
+            Some((h, l)) => (format!("  http {h}"), Some(l)),
+            None => (String::new(), None),
+        };
+        println!("chunk server  {addr}{http_addr}  data {}", dir.display());
+        servers.push(tokio::spawn(cairn_chunkserver::run_with_http(
             config,
             listener,
+            http,
             shutdown.clone(),
         )));
     }
     println!("master        {master_addr}  data {}", master_dir.display());
+    if let Some(h) = &master_http_addr {
+        println!("dashboard     http://{h}/   (metrics at /metrics, health at /healthz)");
+    }
     println!("cairn local is running; try `cairn put FILE /FILE`, `cairn ls /`. Ctrl-C stops it.");
     println!("every port also speaks the classic protocol (FIND_PRIMARY_SERVER on the master).");
     let mut failed = None;

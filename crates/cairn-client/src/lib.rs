@@ -17,7 +17,11 @@
 mod error;
 #[macro_use]
 mod master;
+mod admin;
+mod cache;
 mod ops;
+mod posix;
+mod posix_io;
 mod read;
 mod session;
 mod write;
@@ -32,11 +36,16 @@ use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
 use cairn_proto::{CairnPath, ErrorKind, pb};
 use tonic::transport::Channel;
 
+pub use admin::{ChunkReplicas, ReplicaCheck};
 pub use cairn_proto::ErrorKind as Kind;
 pub use error::{Error, Result};
+pub use posix::{
+    DirPage, NewNode, Node, Posix, RenameFlags, SetAttr, SpecialKind, StatFs, TimeSet, XattrFlag,
+};
+pub use posix_io::{Layout, LockHolder};
 pub use read::FileReader;
 pub use session::{ExclusiveFile, LockKind, LockOptions};
-pub use write::FileWriter;
+pub use write::{FileWriter, Progress};
 
 use master::MasterConn;
 use write::Payload;
@@ -158,6 +167,8 @@ pub(crate) struct Inner {
     session: std::sync::atomic::AtomicU64,
     /// Serializes opening the session.
     session_open: tokio::sync::Mutex<()>,
+    /// Chunk locations of files read before, for reads while the master is unreachable.
+    locations: cache::LocationCache,
 }
 
 impl Inner {
@@ -258,6 +269,7 @@ impl Client {
                 chunk_clients: Mutex::new(HashMap::new()),
                 session: std::sync::atomic::AtomicU64::new(0),
                 session_open: tokio::sync::Mutex::new(()),
+                locations: Default::default(),
             }),
         })
     }
@@ -427,6 +439,18 @@ impl Client {
     /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
     /// (again, if a replica fails), so memory stays small whatever the file's size.
     pub async fn put_file(&self, local: &Path, p: &str, overwrite: bool) -> Result<Attr> {
+        self.put_file_with_progress(local, p, overwrite, None).await
+    }
+
+    /// [`Client::put_file`], calling `progress` with the bytes of each chunk once it is
+    /// durable on every replica.
+    pub async fn put_file_with_progress(
+        &self,
+        local: &Path,
+        p: &str,
+        overwrite: bool,
+        progress: Option<Progress>,
+    ) -> Result<Attr> {
         let file = std::fs::File::open(local)
             .map_err(|e| Error::new(ErrorKind::NotFound, format!("{}: {e}", local.display())))?;
         let len = file
@@ -441,12 +465,13 @@ impl Client {
             len,
         };
         self.inner
-            .write_range(
+            .write_range_progress(
                 attr.inode,
                 chunk_size,
                 0,
                 payload,
                 self.inner.config.write_parallelism,
+                progress,
             )
             .await?;
         self.inner.commit_write(attr.inode, len).await
@@ -479,22 +504,7 @@ impl Client {
     /// A reader over `[offset, offset+len)` of a file (clipped to its length).
     pub async fn reader_range(&self, p: &str, offset: u64, len: u64) -> Result<FileReader> {
         let path = path(p)?.to_string();
-        let r = self
-            .inner
-            .master
-            .call(
-                "get chunks",
-                rpc!(
-                    get_chunks,
-                    pb::GetChunksRequest {
-                        path: path.clone(),
-                        inode: 0,
-                        first_index: 0,
-                        count: 0
-                    }
-                ),
-            )
-            .await?;
+        let r = self.inner.locate_file(&path).await?;
         let attr = Attr::from_pb(r.attr)?;
         if attr.is_dir() {
             return Err(Error::new(
@@ -530,22 +540,7 @@ impl Client {
     /// Where each chunk of a file lives.
     pub async fn chunks(&self, p: &str) -> Result<(Attr, Vec<ChunkInfo>)> {
         let path = path(p)?.to_string();
-        let r = self
-            .inner
-            .master
-            .call(
-                "get chunks",
-                rpc!(
-                    get_chunks,
-                    pb::GetChunksRequest {
-                        path: path.clone(),
-                        inode: 0,
-                        first_index: 0,
-                        count: 0
-                    }
-                ),
-            )
-            .await?;
+        let r = self.inner.locate_file(&path).await?;
         let attr = Attr::from_pb(r.attr)?;
         let cs = r.chunk_size.max(1);
         let chunks = r

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cairn_proto::pb::file_system_client::FileSystemClient;
 use cairn_proto::pb::master_client::MasterClient;
 use cairn_proto::{ErrorKind, pb};
 use tonic::transport::Channel;
@@ -34,6 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A connection to the master.
 pub(crate) struct MasterConn {
     client: MasterClient<Channel>,
+    /// The master's POSIX service (`posix.rs`), on the same connection.
+    pub fs: FileSystemClient<Channel>,
     addr: String,
     /// Total time a call may take, retries included.
     pub deadline: Duration,
@@ -52,6 +55,9 @@ impl MasterConn {
                     format!("master address {addr}: {e}"),
                 )
             })?;
+        let fs = FileSystemClient::new(channel.clone())
+            .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
         let client = MasterClient::new(channel)
             .max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
@@ -63,6 +69,7 @@ impl MasterConn {
         };
         Ok(MasterConn {
             client,
+            fs,
             addr: addr.to_string(),
             deadline,
             attempt_timeout,
@@ -85,6 +92,16 @@ impl MasterConn {
         F: Fn(MasterClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_on(what, &self.client, f).await
+    }
+
+    /// Like [`MasterConn::call`], for any service client on the master's connection.
+    pub async fn call_on<C, T, F, Fut>(&self, what: &str, client: &C, f: F) -> Result<T>
+    where
+        C: Clone,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let start = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -92,7 +109,7 @@ impl MasterConn {
             let attempt = tokio::time::timeout(
                 self.attempt_timeout
                     .min(remaining.max(Duration::from_millis(1))),
-                f(self.client.clone()),
+                f(client.clone()),
             )
             .await;
             let err = match attempt {

@@ -21,6 +21,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{Error, Result};
 use crate::{Attr, Inner};
 
+/// Told how many more bytes are durable, as a transfer goes on.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Attempts at one mutation before giving up with `ReplicationFailed`.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -77,6 +80,7 @@ fn failure_kind(kind: ErrorKind) -> pb::FailureKind {
         ErrorKind::Corrupt => pb::FailureKind::Corrupt,
         ErrorKind::Unavailable | ErrorKind::Timeout => pb::FailureKind::Unreachable,
         ErrorKind::Stale | ErrorKind::NotFound => pb::FailureKind::Stale,
+        ErrorKind::NoSpace => pb::FailureKind::NoSpace,
         _ => pb::FailureKind::Io,
     }
 }
@@ -274,6 +278,21 @@ impl Inner {
         payload: Payload,
         parallel: usize,
     ) -> Result<()> {
+        self.write_range_progress(inode, chunk_size, offset, payload, parallel, None)
+            .await
+    }
+
+    /// [`Inner::write_range`], calling `progress` with the bytes of each chunk once it is
+    /// durable.
+    pub(crate) async fn write_range_progress(
+        self: &Arc<Self>,
+        inode: u64,
+        chunk_size: u64,
+        offset: u64,
+        payload: Payload,
+        parallel: usize,
+        progress: Option<Progress>,
+    ) -> Result<()> {
         let total = payload.len();
         let mut jobs = Vec::new();
         let mut done = 0u64;
@@ -301,8 +320,13 @@ impl Inner {
                 running.remove(0).await.map_err(join_err)??;
             }
             let inner = self.clone();
+            let progress = progress.clone();
             running.push(tokio::spawn(async move {
-                inner.write_chunk(inode, index, within, &part).await
+                inner.write_chunk(inode, index, within, &part).await?;
+                if let Some(p) = progress {
+                    p(part.len());
+                }
+                Ok(())
             }));
         }
         for h in running {

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod logging;
 pub mod net;
 pub mod size;
+pub mod telemetry;
 pub mod time;
 
 pub use tokio_util::sync::CancellationToken;

@@ -151,6 +151,7 @@ mod tests {
             active_requests: active,
             commands: None,
             session: 0,
+            http_addr: String::new(),
         }
     }
 

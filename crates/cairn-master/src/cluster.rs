@@ -28,6 +28,8 @@ pub struct Server {
     pub commands: Option<mpsc::UnboundedSender<Outgoing>>,
     /// Identifies one heartbeat stream, so a stale stream's end does not kill a newer one.
     pub session: u64,
+    /// Where its HTTP endpoints are (empty if it serves none).
+    pub http_addr: String,
 }
 
 /// A replica as reported by a chunk server.
@@ -56,21 +58,37 @@ pub struct Cluster {
     pub leases: HashMap<ChunkId, LeaseState>,
     /// Replicas of chunks the namespace does not know, with when they were first seen.
     pub orphans: HashMap<(ServerId, ChunkId), Instant>,
+    /// Chunks whose replica set changed since the re-replication scheduler last looked.
+    pub attention: HashSet<ChunkId>,
+    /// Servers that reported a full disk take no new replicas until then.
+    cooldown: HashMap<ServerId, Instant>,
 }
 
 impl Cluster {
     /// Live servers, most free space first; ties are shuffled so that primaries and chain
-    /// heads spread over equal servers. Servers below `reserve` free bytes are left out.
+    /// heads spread over equal servers. Servers below `reserve` free bytes (or below their
+    /// own reserve), and servers cooling down after a full disk, are left out.
     pub fn placement(&self, n: usize, exclude: &[ServerId], reserve: u64) -> Vec<ServerId> {
+        let now = Instant::now();
         let mut live: Vec<&Server> = self
             .servers
             .values()
-            .filter(|s| s.alive && !exclude.contains(&s.id) && s.capacity.free_bytes >= reserve)
+            .filter(|s| {
+                s.alive
+                    && !exclude.contains(&s.id)
+                    && s.capacity.free_bytes >= reserve.max(s.capacity.reserve_bytes)
+                    && self.cooldown.get(&s.id).is_none_or(|until| *until <= now)
+            })
             .collect();
         live.shuffle(&mut rand::rng());
         // Bucket free space by 1 GiB so that tiny differences do not pin one server first.
         live.sort_by_key(|s| std::cmp::Reverse(s.capacity.free_bytes >> 30));
         live.into_iter().take(n).map(|s| s.id).collect()
+    }
+
+    /// Keeps `server` out of placement for `period` (it reported a full disk).
+    pub fn cool_down(&mut self, server: ServerId, period: Duration) {
+        self.cooldown.insert(server, Instant::now() + period);
     }
 
     pub fn is_alive(&self, id: ServerId) -> bool {
@@ -110,10 +128,12 @@ impl Cluster {
             None => list.push(Replica { server, version }),
         }
         self.by_server.entry(server).or_default().insert(chunk);
+        self.attention.insert(chunk);
     }
 
     /// Forgets that `server` holds `chunk`.
     pub fn remove_replica(&mut self, chunk: ChunkId, server: ServerId) {
+        self.attention.insert(chunk);
         if let Some(list) = self.locations.get_mut(&chunk) {
             list.retain(|r| r.server != server);
             if list.is_empty() {
@@ -157,6 +177,7 @@ impl Cluster {
             s.commands = None;
         }
         let chunks = self.by_server.remove(&server).unwrap_or_default();
+        self.attention.extend(chunks.iter().copied());
         for c in &chunks {
             if let Some(list) = self.locations.get_mut(c) {
                 list.retain(|r| r.server != server);
@@ -230,6 +251,7 @@ mod tests {
             active_requests: 0,
             commands: None,
             session: 0,
+            http_addr: String::new(),
         }
     }
 

@@ -20,16 +20,17 @@ use std::time::Duration;
 use cairn_common::time::unix_ms;
 use cairn_meta::{ChunkRef, MetaCommand, MetaResponse};
 use cairn_proto::pb;
-use futures::future::join_all;
 
 use crate::cluster::{ChunkId, LeaseState, ServerId};
 use crate::error::MasterError;
 use crate::master::{Master, attr_to_pb};
+use crate::version_bump::Bump;
 
 /// A lease with less than this left is renewed rather than handed out as is.
 const RENEW_MARGIN_MS: u64 = 10_000;
-/// Deadline for each control call to a chunk server during a grant.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A server that reported a full disk takes no new replicas for this long (its heartbeats
+/// say when it has room again only once it is above its reserve).
+const NO_SPACE_COOLDOWN: Duration = Duration::from_secs(30);
 
 impl Master {
     /// Chunk locations of a file range, for readers.
@@ -122,6 +123,10 @@ impl Master {
         };
         let lock = self.grant_lock(chunk_id);
         let _guard = lock.lock().await;
+        // A copy in flight must not miss a mutation: writers wait (and retry) until it ends.
+        if let Some(why) = self.replicator.blocks_writes(chunk_id) {
+            return Err(MasterError::Unavailable(why));
+        }
         let (version, covered) = {
             let meta = self.meta.read();
             let chunk = meta
@@ -151,41 +156,23 @@ impl Master {
             }
             // No acknowledged byte lives in this chunk: start it over under a new version,
             // so that any replica the master has not heard of yet is stale.
-            let next = version + 1;
-            self.meta
-                .propose(
-                    None,
-                    MetaCommand::SetChunkVersion {
-                        chunk_id,
-                        version: next,
-                    },
-                )
-                .await?;
-            self.drop_replicas_below(chunk_id, next);
+            let next = self.start_over(chunk_id, version).await?;
             return self.grant_fresh(chunk_id, index, next, now);
         }
         if fresh {
             return self.grant_fresh(chunk_id, index, version, now);
         }
-        // 2. Existing replicas: pick the up-to-date ones and move them to a new version.
-        self.grant_existing(chunk_id, index, version, current, now)
-            .await
-    }
-
-    /// Forgets and deletes replicas below `version`: once the version moves on they are
-    /// stale.
-    fn drop_replicas_below(&self, chunk_id: ChunkId, version: u64) {
-        let mut cluster = self.cluster();
-        let stale: Vec<_> = cluster
-            .replicas(chunk_id)
-            .iter()
-            .filter(|r| r.version < version)
-            .copied()
-            .collect();
-        for r in stale {
-            cluster.remove_replica(chunk_id, r.server);
-            cluster.send_delete(r.server, chunk_id, r.version);
+        let min = self.config.min_replicas.max(1);
+        if current.len() < min && !self.in_safe_mode() {
+            // The classic COPY_ERROR: too few replicas remain for a write to be durable.
+            return Err(MasterError::ReplicationFailed(format!(
+                "chunk {chunk_id} has {} live replica(s), fewer than the minimum of {min}",
+                current.len()
+            )));
         }
+        // 2. Existing replicas: pick the up-to-date ones and move them to a new version.
+        self.grant_existing(chunk_id, index, version, current, covered, now)
+            .await
     }
 
     fn reuse_lease(
@@ -267,92 +254,27 @@ impl Master {
         index: u64,
         version: u64,
         current: Vec<ServerId>,
+        covered: bool,
         now: u64,
     ) -> Result<pb::PrepareWriteResponse, MasterError> {
-        let targets: Vec<(ServerId, String)> = {
-            let cluster = self.cluster();
-            current
-                .iter()
-                .filter_map(|s| cluster.addr(*s).map(|a| (*s, a.to_string())))
-                .collect()
-        };
-        let states = join_all(targets.iter().map(|(id, addr)| async move {
-            let mut peer = self.peer(addr).ok()?;
-            let req = pb::ReplicaStateRequest {
-                chunk_id,
-                with_checksum: false,
-            };
-            match tokio::time::timeout(CONTROL_TIMEOUT, peer.replica_state(req)).await {
-                Ok(Ok(r)) => Some((*id, addr.clone(), r.into_inner())),
-                Ok(Err(e)) => {
-                    tracing::warn!(chunk_id, server = id, error = %e, "replica state query failed");
-                    None
-                }
-                Err(_) => None,
-            }
-        }))
-        .await;
-        let at_version: Vec<_> = states
-            .into_iter()
-            .flatten()
-            .filter(|(_, _, s)| s.version == version)
-            .collect();
-        let max_serial = at_version
-            .iter()
-            .map(|(_, _, s)| s.serial)
-            .max()
-            .unwrap_or(0);
-        let good: Vec<_> = at_version
-            .into_iter()
-            .filter(|(_, _, s)| s.serial == max_serial)
-            .collect();
-        if good.is_empty() {
-            return Err(MasterError::Unavailable(format!(
-                "no replica of chunk {chunk_id} answered at version {version}; retry"
-            )));
-        }
-        let next = version + 1;
-        let bumped = join_all(good.iter().map(|(id, addr, _)| async move {
-            let mut peer = self.peer(addr).ok()?;
-            let req = pb::SetVersionRequest {
-                chunk_id,
-                from: version,
-                to: next,
-                serial: max_serial,
-            };
-            match tokio::time::timeout(CONTROL_TIMEOUT, peer.set_version(req)).await {
-                Ok(Ok(_)) => Some(*id),
-                Ok(Err(e)) => {
-                    tracing::warn!(chunk_id, server = id, error = %e, "version bump refused");
-                    None
-                }
-                Err(_) => None,
-            }
-        }))
-        .await;
-        let bumped: Vec<ServerId> = bumped.into_iter().flatten().collect();
-        if bumped.len() < self.config.min_replicas.max(1) {
-            return Err(MasterError::Unavailable(format!(
-                "only {} replica(s) of chunk {chunk_id} could move to version {next}; retry",
-                bumped.len()
-            )));
-        }
-        self.meta
-            .propose(
-                None,
-                MetaCommand::SetChunkVersion {
-                    chunk_id,
-                    version: next,
-                },
-            )
-            .await?;
+        let min = self.config.min_replicas.max(1);
+        let (next, bumped) = match self
+            .advance_version(chunk_id, version, &current, min)
+            .await?
         {
-            let mut cluster = self.cluster();
-            for s in &bumped {
-                cluster.add_replica(chunk_id, *s, next);
+            Bump::Moved { version, servers } => (version, servers),
+            Bump::NoReplica if !covered => {
+                // The chunk's first write landed nowhere (a server of its chain failed before
+                // the commit, e.g. with a full disk): start over on servers placed afresh.
+                let next = self.start_over(chunk_id, version).await?;
+                return self.grant_fresh(chunk_id, index, next, now);
             }
-        }
-        self.drop_replicas_below(chunk_id, next);
+            Bump::NoReplica => {
+                return Err(MasterError::Unavailable(format!(
+                    "no replica of chunk {chunk_id} holds its data at version {version}"
+                )));
+            }
+        };
         let mut cluster = self.cluster();
         let mut chain = bumped;
         chain.sort_by_key(|s| {
@@ -421,6 +343,9 @@ impl Master {
         tracing::warn!(chunk_id = req.chunk_id, version = req.version, server = req.server_id, ?kind,
             detail = %req.detail, "replica failure reported");
         let mut cluster = self.cluster();
+        if kind == pb::FailureKind::NoSpace {
+            cluster.cool_down(req.server_id, NO_SPACE_COOLDOWN);
+        }
         let holds = cluster
             .replicas(req.chunk_id)
             .iter()
@@ -429,8 +354,22 @@ impl Master {
             return;
         }
         cluster.remove_replica(req.chunk_id, req.server_id);
+        let addr = cluster.addr(req.server_id).unwrap_or_default().to_string();
         if kind == pb::FailureKind::Corrupt {
             cluster.send_delete(req.server_id, req.chunk_id, req.version);
+            let msg = format!(
+                "replica of chunk {} on {addr} is corrupt: {}",
+                req.chunk_id, req.detail
+            );
+            self.events
+                .push(crate::events::Level::Error, "replica_corrupt", msg);
+        } else {
+            let msg = format!(
+                "replica of chunk {} on {addr} failed ({kind:?}): {}",
+                req.chunk_id, req.detail
+            );
+            self.events
+                .push(crate::events::Level::Warn, "replica_failed", msg);
         }
         if cluster
             .leases

@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::Streaming;
 
 use crate::cluster::{ChunkId, Outgoing, Server, ServerId};
+use crate::events::Level;
 use crate::master::Master;
 
 /// What the master makes of one reported replica.
@@ -98,7 +99,13 @@ impl Master {
                         ));
                         break;
                     };
-                    self.beat(id, &b).await;
+                    if !self.beat(id, session, &b).await {
+                        // Marked dead while it was silent (a hang, a partition): it must
+                        // register again, so its full report is classified afresh.
+                        let _ = out.send(Err(ErrorKind::Unavailable
+                            .status("this chunk server was marked dead; register again")));
+                        break;
+                    }
                 }
                 None => {}
             }
@@ -111,11 +118,17 @@ impl Master {
                 .is_some_and(|s| s.session == session && s.alive)
             {
                 let lost = cluster.mark_dead(id);
+                let addr = cluster.addr(id).unwrap_or_default().to_string();
                 tracing::warn!(
                     server = id,
                     replicas = lost.len(),
                     "chunk server disconnected; marked dead"
                 );
+                let msg = format!(
+                    "{addr} disconnected; marked dead ({} replicas lost)",
+                    lost.len()
+                );
+                self.events.push(Level::Warn, "server_dead", msg);
             }
         }
     }
@@ -150,20 +163,16 @@ impl Master {
                 active_requests: 0,
                 commands: Some(out),
                 session,
+                http_addr: r.http_addr.clone(),
             },
         );
         tracing::info!(server = r.server_id, addr = %r.addr, "chunk server registered");
+        self.events.push(
+            Level::Info,
+            "server_registered",
+            format!("{} registered", r.addr),
+        );
         Ok(())
-    }
-
-    /// Classifies a reported replica against the namespace.
-    fn verdict(&self, chunk: ChunkId, version: u64) -> Verdict {
-        match self.meta.read().chunk(chunk) {
-            None => Verdict::Orphan,
-            Some(c) if c.version == version => Verdict::Current,
-            Some(c) if c.version < version => Verdict::Ahead,
-            Some(_) => Verdict::Stale,
-        }
     }
 
     /// Replaces what the master believes `server` holds with a full report.
@@ -178,12 +187,17 @@ impl Master {
         tracing::info!(server, replicas = report.len(), "chunk report received");
     }
 
-    async fn beat(&self, server: ServerId, b: &pb::Beat) {
+    /// Applies one beat. Returns false if the server is no longer registered under this
+    /// stream (it was marked dead), and the beat was ignored.
+    async fn beat(&self, server: ServerId, session: u64, b: &pb::Beat) -> bool {
         {
             let mut cluster = self.cluster();
             let Some(s) = cluster.servers.get_mut(&server) else {
-                return;
+                return false;
             };
+            if !s.alive || s.session != session {
+                return false;
+            }
             s.last_beat = Instant::now();
             s.active_requests = b.active_requests;
             if let Some(c) = b.capacity {
@@ -193,20 +207,34 @@ impl Master {
                 cluster.remove_replica(*c, server);
             }
             if !b.corrupt.is_empty() {
+                self.replicator.count_corrupt(b.corrupt.len() as u64);
                 tracing::warn!(server, chunks = ?b.corrupt, "chunk server found corrupt replicas");
+                let addr = cluster.addr(server).unwrap_or_default().to_string();
+                let msg = format!(
+                    "{addr} found corrupt replicas of chunks {:?}; removed",
+                    b.corrupt
+                );
+                self.events.push(Level::Error, "replica_corrupt", msg);
             }
+        }
+        if !b.replication_failed.is_empty() {
+            self.replicator
+                .copies_failed(self, server, &b.replication_failed);
         }
         if !b.added.is_empty() {
             self.apply_added(server, &b.added).await;
         }
+        true
     }
 
     async fn apply_added(&self, server: ServerId, replicas: &[pb::ReplicaReport]) {
         let mut adopt = Vec::new();
         {
+            // Lock order: the namespace before the cluster, never the reverse.
+            let meta = self.meta.read();
             let mut cluster = self.cluster();
             for r in replicas {
-                match self.verdict(r.chunk_id, r.version) {
+                match verdict(&meta, r.chunk_id, r.version) {
                     Verdict::Current => {
                         cluster.orphans.remove(&(server, r.chunk_id));
                         cluster.add_replica(r.chunk_id, server, r.version);
@@ -244,11 +272,19 @@ impl Master {
 
     /// Marks servers dead that stopped beating, and deletes orphans past their grace.
     pub fn check_liveness(&self) {
+        let meta = self.meta.read();
         let mut cluster = self.cluster();
         for id in cluster.silent_servers(self.config.dead_timeout) {
             let lost = cluster.mark_dead(id);
             tracing::warn!(server = id, replicas = lost.len(), timeout = ?self.config.dead_timeout,
                 "chunk server silent past the dead timeout; marked dead");
+            let addr = cluster.addr(id).unwrap_or_default().to_string();
+            let msg = format!(
+                "{addr} silent for {:?}; marked dead ({} replicas lost)",
+                self.config.dead_timeout,
+                lost.len()
+            );
+            self.events.push(Level::Warn, "server_dead", msg);
         }
         let grace = self.config.gc_grace;
         let due: Vec<(ServerId, ChunkId)> = cluster
@@ -259,10 +295,20 @@ impl Master {
             .collect();
         for (server, chunk) in due {
             cluster.orphans.remove(&(server, chunk));
-            if self.meta.read().chunk(chunk).is_none() {
+            if meta.chunk(chunk).is_none() {
                 tracing::info!(server, chunk, "deleting an orphan replica");
                 cluster.send_delete(server, chunk, 0);
             }
         }
+    }
+}
+
+/// Classifies a reported replica against the namespace.
+fn verdict(meta: &cairn_meta::MetaState, chunk: ChunkId, version: u64) -> Verdict {
+    match meta.chunk(chunk) {
+        None => Verdict::Orphan,
+        Some(c) if c.version == version => Verdict::Current,
+        Some(c) if c.version < version => Verdict::Ahead,
+        Some(_) => Verdict::Stale,
     }
 }

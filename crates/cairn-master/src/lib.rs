@@ -10,13 +10,20 @@ mod classic;
 pub mod cluster;
 mod datapath;
 pub mod error;
+pub mod events;
 mod heartbeat;
+mod http;
 pub mod master;
 pub mod metastore;
+pub mod metrics;
 pub mod oplog;
+mod posix;
+mod posix_service;
+pub mod replication;
 mod service;
 mod sessions;
 mod status;
+mod version_bump;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,7 +66,13 @@ pub struct MasterConfig {
     pub reserve_bytes: u64,
     /// A client session silent this long expires and its locks are released.
     pub session_timeout: Duration,
+    /// Requests at least this slow are logged at INFO (the rest at DEBUG).
+    pub slow_request: Duration,
+    /// Record request metrics (off only to measure their cost).
+    pub metrics: bool,
     pub checkpoint: CheckpointPolicy,
+    /// Re-replication limits and timing.
+    pub replication: replication::ReplicationConfig,
     /// Directory classic file names live in; created at start if missing.
     pub classic_dir: CairnPath,
     /// The classic protocol, served beside gRPC on the same port.
@@ -80,7 +93,10 @@ impl MasterConfig {
             gc_grace: Duration::from_secs(30),
             reserve_bytes: 0,
             session_timeout: Duration::from_secs(10),
+            slow_request: Duration::from_millis(500),
+            metrics: true,
             checkpoint: CheckpointPolicy::default(),
+            replication: replication::ReplicationConfig::default(),
             classic_dir: CairnPath::root(),
             classic: ClassicConfig::default(),
         }
@@ -93,8 +109,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
+    run_with_http(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], also serving `/healthz`, `/metrics`, `/status` and the dashboard on `http`.
+pub async fn run_with_http(
+    config: MasterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
     let master = Master::open(config).await?;
-    serve(master, listener, shutdown).await
+    serve_with_http(master, listener, http, shutdown).await
 }
 
 /// Serves an opened master on `listener` (gRPC and the classic protocol) until `shutdown`
@@ -106,6 +132,29 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
+    serve_with_http(master, listener, None, shutdown).await
+}
+
+/// [`serve`], plus the HTTP endpoints on `http` when given.
+pub async fn serve_with_http(
+    master: Arc<Master>,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
+    let metrics = Arc::new(metrics::MasterMetrics::new(
+        master.meta.stats(),
+        master.config.slow_request,
+        master.config.metrics,
+    ));
+    let http_task = http.map(|l| {
+        let router = http::router(master.clone(), metrics.clone());
+        tokio::spawn(cairn_common::telemetry::serve_http(
+            l,
+            router,
+            shutdown.clone(),
+        ))
+    });
     let addr = listener
         .local_addr()
         .map_err(|e| MasterError::Internal(e.to_string()))?;
@@ -124,6 +173,7 @@ pub async fn serve(
             }
         })
     };
+    let replicator = tokio::spawn(replication::run(master.clone(), shutdown.clone()));
     let expiry = {
         let master = master.clone();
         let shutdown = shutdown.clone();
@@ -151,12 +201,19 @@ pub async fn serve(
             classic.drain(DRAIN_GRACE).await;
         }
     };
+    let telemetry = cairn_common::telemetry::TelemetryLayer::new("master", metrics.rpc.clone());
     let result = cairn_common::grpc::server()
+        .layer(telemetry)
         .add_service(service)
+        .add_service(posix_service::FsService::server(master.clone()))
         .serve_with_incoming_shutdown(incoming, stopped)
         .await;
     liveness.abort();
     expiry.abort();
+    replicator.abort();
+    if let Some(h) = http_task {
+        let _ = h.await;
+    }
     if let Err(e) = master.meta.checkpoint_now().await {
         tracing::warn!(error = %e, "shutdown checkpoint failed; the log still holds everything");
     }

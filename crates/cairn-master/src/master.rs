@@ -42,6 +42,10 @@ pub struct Master {
     safe_mode: AtomicBool,
     next_session: AtomicU64,
     pub(crate) sessions: crate::sessions::SessionTable,
+    /// Recent events for the dashboard and `cairn status`.
+    pub events: crate::events::EventLog,
+    /// Re-replication: jobs in flight and progress counters.
+    pub replicator: crate::replication::Replicator,
     /// Fires when the master stops; long-lived streams end on it.
     shutdown: Mutex<cairn_common::CancellationToken>,
 }
@@ -124,6 +128,7 @@ impl Master {
             );
         }
         let has_chunks = meta.read().totals().chunks > 0;
+        let replicator = crate::replication::Replicator::new(config.replication.clone());
         Ok(Arc::new(Master {
             config,
             meta,
@@ -135,6 +140,8 @@ impl Master {
             next_session: AtomicU64::new(1),
             shutdown: Mutex::new(cairn_common::CancellationToken::new()),
             sessions: Default::default(),
+            events: Default::default(),
+            replicator,
         }))
     }
 
@@ -174,6 +181,14 @@ impl Master {
         if located >= total || timed_out {
             self.safe_mode.store(false, Ordering::Relaxed);
             tracing::info!(located, total, timed_out, "left safe mode");
+            let how = if timed_out {
+                "timed out waiting for chunk reports"
+            } else {
+                "every chunk reported"
+            };
+            let msg = format!("left safe mode: {located} of {total} chunks located ({how})");
+            self.events
+                .push(crate::events::Level::Info, "safe_mode_left", msg);
             return false;
         }
         true

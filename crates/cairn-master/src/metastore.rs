@@ -16,6 +16,8 @@ use std::thread;
 use std::time::Instant;
 
 use cairn_meta::{MetaCommand, MetaError, MetaResponse, MetaState, RequestId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,7 +52,7 @@ struct Proposal {
 }
 
 /// Counters about the log, for status and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogStats {
     /// Index of the last applied record.
     pub applied_index: AtomicU64,
@@ -59,13 +61,30 @@ pub struct LogStats {
     /// Bytes in live log segments.
     pub log_bytes: AtomicU64,
     /// Records appended since start.
-    pub appends: AtomicU64,
-    /// fsync batches since start.
-    pub batches: AtomicU64,
-    /// Total time spent in append+fsync, in microseconds.
-    pub fsync_micros: AtomicU64,
+    pub appends: Counter,
+    /// Write+fsync batches since start (group commits).
+    pub batches: Counter,
+    /// Time of each batch's write+fsync.
+    pub fsync_seconds: Histogram,
+    /// Records per batch.
+    pub batch_size: Histogram,
     /// The log failed; no more mutations are accepted.
     pub failed: AtomicBool,
+}
+
+impl Default for LogStats {
+    fn default() -> Self {
+        LogStats {
+            applied_index: AtomicU64::new(0),
+            checkpoint_index: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            appends: Counter::default(),
+            batches: Counter::default(),
+            fsync_seconds: Histogram::new(cairn_common::telemetry::latency_buckets()),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            failed: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Checkpoint policy.
@@ -290,12 +309,11 @@ impl Committer {
                 return;
             }
             self.stats
-                .fsync_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .appends
-                .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.stats.batch_size.observe(payloads.len() as f64);
+            self.stats.batches.inc();
+            self.stats.appends.inc_by(payloads.len() as u64);
             self.stats
                 .log_bytes
                 .store(self.log.size_bytes(), Ordering::Relaxed);

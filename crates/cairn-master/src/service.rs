@@ -32,6 +32,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::MkdirRequest>,
     ) -> Result<Response<pb::MkdirResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(&r.path);
         let a = self
             .master
             .mkdir(request_id(r.req), parse_path(&r.path)?, r.parents, r.mode)
@@ -44,6 +45,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(&r.path);
         let args = CreateArgs {
             path: parse_path(&r.path)?,
             overwrite: r.overwrite,
@@ -68,6 +70,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(&r.path);
         let (entries, truncated) =
             self.master
                 .list(&parse_path(&r.path)?, &r.start_after, r.limit)?;
@@ -86,6 +89,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::RenameRequest>,
     ) -> Result<Response<pb::RenameResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!("{} -> {}", r.from, r.to));
         let (from, to) = (parse_path(&r.from)?, parse_path(&r.to)?);
         self.master
             .rename(request_id(r.req), from, to, r.no_replace, r.session_id)
@@ -98,6 +102,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(&r.path);
         self.master
             .delete(
                 request_id(r.req),
@@ -121,6 +126,10 @@ impl MasterRpc for MasterService {
         req: Request<pb::PrepareWriteRequest>,
     ) -> Result<Response<pb::PrepareWriteResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!(
+            "inode {} chunk {}",
+            r.inode, r.chunk_index
+        ));
         Ok(Response::new(
             self.master
                 .prepare_write(r.inode, r.chunk_index, r.session_id)
@@ -133,6 +142,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::CommitWriteRequest>,
     ) -> Result<Response<pb::CommitWriteResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!("inode {} end {}", r.inode, r.end));
         let a = self
             .master
             .commit_write(request_id(r.req), r.inode, r.end, r.session_id)
@@ -153,6 +163,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::TruncateRequest>,
     ) -> Result<Response<pb::TruncateResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!("inode {} size {}", r.inode, r.size));
         let a = self
             .master
             .truncate(request_id(r.req), r.inode, r.size, r.session_id)
@@ -165,6 +176,7 @@ impl MasterRpc for MasterService {
         req: Request<pb::ReserveAppendRequest>,
     ) -> Result<Response<pb::ReserveAppendResponse>, Status> {
         let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!("inode {} +{}", r.inode, r.length));
         let offset = self
             .master
             .reserve_append(request_id(r.req), r.inode, r.length, r.session_id)

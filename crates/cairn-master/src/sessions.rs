@@ -164,6 +164,10 @@ impl Master {
                     );
                     self.wake_from(&r);
                     lock_of(&self.sessions.last_seen).remove(&id);
+                    let msg =
+                        format!("session {id} silent for {timeout:?}; expired, its locks released");
+                    self.events
+                        .push(crate::events::Level::Info, "session_expired", msg);
                 }
                 Err(e) => tracing::warn!(session = id, error = %e, "could not expire a session"),
             }

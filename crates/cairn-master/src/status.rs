@@ -16,11 +16,18 @@ impl Master {
         let chunk_size = meta.chunk_size();
         let cluster = self.cluster();
         let (mut at_goal, mut under, mut over, mut lost) = (0u64, 0u64, 0u64, 0u64);
+        let mut bytes_left = 0u64;
         for (id, chunk, goal) in meta.chunks() {
             let live = cluster.current(id, chunk.version).len();
             match live {
+                // Past the file's end: its first write never completed, nothing is lost.
+                0 if crate::replication::chunk_length(&meta, &chunk) == 0 => {}
                 0 => lost += 1,
-                n if n < goal as usize => under += 1,
+                n if n < goal as usize => {
+                    under += 1;
+                    let missing = (goal as usize - n) as u64;
+                    bytes_left += missing * crate::replication::chunk_length(&meta, &chunk);
+                }
                 n if n > goal as usize => over += 1,
                 _ => at_goal += 1,
             }
@@ -41,13 +48,16 @@ impl Master {
                     free_bytes: c.free_bytes,
                     replicas: cluster.replica_count(s.id) as u64,
                     last_heartbeat_ms_ago: now.duration_since(s.last_beat).as_millis() as u64,
+                    active_requests: s.active_requests,
+                    http_addr: s.http_addr.clone(),
                 }
             })
             .collect();
         drop(cluster);
         servers.sort_by(|a, b| a.addr.cmp(&b.addr));
         let stats = self.meta.stats();
-        pb::ClusterStatusResponse {
+        let locks = self.meta.read().lock_counts();
+        let mut resp = pb::ClusterStatusResponse {
             servers,
             files: totals.files,
             directories: totals.directories,
@@ -61,6 +71,29 @@ impl Master {
             safe_mode: self.in_safe_mode(),
             oplog_index: stats.applied_index.load(Ordering::Relaxed),
             last_checkpoint_index: stats.checkpoint_index.load(Ordering::Relaxed),
-        }
+            events: self.events.recent(),
+            sessions: locks.sessions,
+            locks_held: locks.locks_held,
+            lock_waiters: locks.waiters,
+            oplog_bytes: stats.log_bytes.load(Ordering::Relaxed),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            symlinks: totals.symlinks,
+            master_resident_bytes: resident_bytes(),
+            ..Default::default()
+        };
+        self.replication_status(&mut resp, bytes_left);
+        resp
     }
+}
+
+/// The process's resident set size from `/proc/self/status` (0 where that is unavailable).
+fn resident_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

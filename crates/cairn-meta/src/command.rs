@@ -12,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Attr, CairnPath, ChunkId, Grant, InodeId, LockKind, LockOutcome, SessionId, XattrMode,
+    Attr, CairnPath, ChunkId, Grant, InodeId, LockKind, LockOutcome, SessionId, SpecialKind,
+    XattrMode,
 };
 
 /// One mutation of the namespace.
@@ -239,6 +240,18 @@ pub enum MetaCommand {
     RemoveXattr {
         inode: InodeId,
         name: String,
+        now_ns: i64,
+    },
+    /// Creates special node `name` (FIFO, socket or device; see `special.rs`) in `parent`.
+    /// Answers [`MetaResponse::Attr`].
+    MknodAt {
+        parent: InodeId,
+        name: String,
+        kind: SpecialKind,
+        rdev: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
         now_ns: i64,
     },
 }

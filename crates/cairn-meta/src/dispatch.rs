@@ -3,6 +3,7 @@
 
 use crate::posix::SetAttrReq;
 use crate::rename_at::RenameAtReq;
+use crate::special::MknodReq;
 use crate::state::MetaState;
 use crate::{LockInfo, MetaCommand, MetaError, MetaResponse};
 
@@ -199,6 +200,25 @@ impl MetaState {
                 name,
                 now_ns,
             } => self.remove_xattr(*inode, name, *now_ns),
+            C::MknodAt {
+                parent,
+                name,
+                kind,
+                rdev,
+                mode,
+                uid,
+                gid,
+                now_ns,
+            } => self.mknod_at(&MknodReq {
+                parent: *parent,
+                name,
+                kind: *kind,
+                rdev: *rdev,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                now_ns: *now_ns,
+            }),
         }
     }
 }

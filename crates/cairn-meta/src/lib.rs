@@ -36,6 +36,7 @@ mod posix;
 mod queries;
 mod rename_at;
 mod sessions;
+mod special;
 mod state;
 mod xattr;
 
@@ -46,6 +47,7 @@ pub use command::{MetaCommand, MetaResponse};
 pub use dedup::{DEDUP_MAX_CLIENTS, DEDUP_SEQS_PER_CLIENT};
 pub use error::MetaError;
 pub use sessions::GRANTED_MEMORY;
+pub use special::{SPECIAL_XATTR, SpecialKind};
 pub use state::MetaState;
 
 /// Identifies an inode; allocated from a counter starting at 2, never reused.

@@ -62,7 +62,13 @@ impl MetaState {
     }
 
     /// Inserts a new inode under a free `name` of `parent` and answers its attributes.
-    fn add_new(&mut self, parent: InodeId, name: &str, inode: Inode, now_ns: i64) -> Attr {
+    pub(crate) fn add_new(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        inode: Inode,
+        now_ns: i64,
+    ) -> Attr {
         let id = self.alloc_inode_id();
         self.inodes.insert(id, inode);
         self.link_entry(parent, name, id, now_ns);

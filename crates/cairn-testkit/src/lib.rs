@@ -27,8 +27,27 @@ pub const TEST_CHUNK_SIZE: u64 = 1 << 20;
 /// (connections included), as a crashed process would.
 struct Node {
     addr: SocketAddr,
+    /// Where the node serves HTTP (/healthz, /metrics, /status).
+    http: SocketAddr,
     dir: PathBuf,
     running: Option<Running>,
+}
+
+/// A free loopback address for a node's HTTP endpoints.
+fn free_http_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Binds a node's HTTP address again (std sets SO_REUSEADDR, so a restart can reuse it at
+/// once); a node that cannot get it runs without HTTP.
+fn bind_http(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "test node runs without HTTP");
+            None
+        }
+    }
 }
 
 struct Running {
@@ -137,6 +156,7 @@ impl Builder {
         let master_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let master = Node {
             addr: master_listener.local_addr()?,
+            http: free_http_addr()?,
             dir: dir.path().join("master"),
             running: None,
         };
@@ -152,6 +172,7 @@ impl Builder {
             let root = cluster.root().to_path_buf();
             cluster.chunkservers.push(Node {
                 addr: listener.local_addr()?,
+                http: free_http_addr()?,
                 dir: root.join(format!("cs{}", i + 1)),
                 running: None,
             });
@@ -195,6 +216,16 @@ impl TestCluster {
         self.master.addr.to_string()
     }
 
+    /// The master's HTTP address (/healthz, /metrics, /status, the dashboard).
+    pub fn master_http_addr(&self) -> String {
+        self.master.http.to_string()
+    }
+
+    /// A chunk server's HTTP address.
+    pub fn chunkserver_http_addr(&self, i: usize) -> String {
+        self.chunkservers[i].http.to_string()
+    }
+
     pub fn chunkserver_addr(&self, i: usize) -> String {
         self.chunkservers[i].addr.to_string()
     }
@@ -218,9 +249,11 @@ impl TestCluster {
 
     fn spawn_master(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
         let config = self.master_config();
+        let http = bind_http(self.master.http);
         self.master
             .start("master", listener, move |l, token| async move {
-                if let Err(e) = cairn_master::run(config, l, token).await {
+                let http = http.and_then(|h| tokio::net::TcpListener::from_std(h).ok());
+                if let Err(e) = cairn_master::run_with_http(config, l, http, token).await {
                     tracing::error!(error = %e, "test master stopped with an error");
                 }
             })
@@ -235,11 +268,13 @@ impl TestCluster {
             ChunkServerConfig::new(self.chunkservers[i].dir.clone(), self.master_addr());
         config.full_report_interval = Duration::from_secs(30);
         (self.builder.tweak_chunkserver)(&mut config);
+        let http = bind_http(self.chunkservers[i].http);
         self.chunkservers[i].start(
             &format!("cs{}", i + 1),
             listener,
             move |l, token| async move {
-                if let Err(e) = cairn_chunkserver::run(config, l, token).await {
+                let http = http.and_then(|h| tokio::net::TcpListener::from_std(h).ok());
+                if let Err(e) = cairn_chunkserver::run_with_http(config, l, http, token).await {
                     tracing::error!(error = %e, "test chunk server stopped with an error");
                 }
             },

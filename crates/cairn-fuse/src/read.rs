@@ -1,0 +1,120 @@
+//! Reading the chunk servers' bytes of one open file, with sequential read-ahead.
+//!
+//! A handle that reads sequentially gets a stream: one `FileReader` over a window ahead of
+//! the reader (growing from 1 MiB to 64 MiB while the access stays sequential), whose
+//! background task keeps up to 8 pieces of ~1 MiB in flight. Kernel reads (128 KiB to
+//! 1 MiB each) are then served from memory. A random read fetches exactly its range.
+//!
+//! Invariants: pieces in `buf` are contiguous and in order, ending at `next`; a stream is
+//! used only with the layout generation it was started on; at most `KEEP_BEHIND` bytes
+//! behind the last read are kept, so slightly reordered kernel reads still hit.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use cairn_client::{FileReader, Layout, Posix, Result};
+
+/// First read-ahead window of a sequential stream.
+const FIRST_WINDOW: u64 = 1 << 20;
+/// Largest read-ahead window.
+const MAX_WINDOW: u64 = 64 << 20;
+/// Bytes kept behind the position of the last read.
+const KEEP_BEHIND: u64 = 4 << 20;
+
+struct Stream {
+    reader: FileReader,
+    generation: u64,
+    /// File offset of the next byte the reader yields.
+    next: u64,
+    /// End of the stream's range.
+    end: u64,
+    /// Pieces received: `(offset, bytes)`, contiguous, ending at `next`.
+    buf: VecDeque<(u64, Bytes)>,
+}
+
+/// Read-ahead state of one handle.
+#[derive(Default)]
+pub struct ReadAhead {
+    stream: Option<Stream>,
+    /// End of the previous read, to detect sequential access.
+    last_end: u64,
+    window: u64,
+}
+
+impl ReadAhead {
+    /// Fills `out` with the bytes at `off` as `layout` (generation `generation`) describes them;
+    /// the caller has clipped the range to the file's committed length.
+    pub async fn read(
+        &mut self,
+        posix: &Posix,
+        layout: &Layout,
+        generation: u64,
+        off: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let end = off + out.len() as u64;
+        let sequential = off == self.last_end;
+        self.last_end = end;
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.generation != generation)
+        {
+            self.stream = None;
+        }
+        let mut pos = off;
+        while pos < end {
+            if let Some(s) = &mut self.stream {
+                while s
+                    .buf
+                    .front()
+                    .is_some_and(|(o, b)| o + b.len() as u64 + KEEP_BEHIND <= pos)
+                {
+                    s.buf.pop_front();
+                }
+                if let Some((o, b)) = s
+                    .buf
+                    .iter()
+                    .find(|(o, b)| *o <= pos && pos < o + b.len() as u64)
+                {
+                    let from = (pos - o) as usize;
+                    let n = (b.len() - from).min((end - pos) as usize);
+                    let at = (pos - off) as usize;
+                    out[at..at + n].copy_from_slice(&b[from..from + n]);
+                    pos += n as u64;
+                    continue;
+                }
+                let reachable = s.next <= pos && pos < s.end && pos - s.next < MAX_WINDOW;
+                if reachable {
+                    match s.reader.next().await? {
+                        Some(piece) => {
+                            let len = piece.len() as u64;
+                            s.buf.push_back((s.next, piece));
+                            s.next += len;
+                            continue;
+                        }
+                        // The committed length ended before the window: the rest reads as
+                        // zeros (the caller's buffer holds them already).
+                        None => break,
+                    }
+                }
+            }
+            // No stream covers `pos`: start one.
+            let len = if sequential {
+                self.window = (self.window * 2).clamp(FIRST_WINDOW, MAX_WINDOW);
+                self.window.max(end - pos)
+            } else {
+                self.window = 0;
+                end - pos
+            };
+            self.stream = Some(Stream {
+                reader: posix.reader(layout, pos, len),
+                generation,
+                next: pos,
+                end: pos + len,
+                buf: VecDeque::new(),
+            });
+        }
+        Ok(())
+    }
+}
