@@ -11,7 +11,7 @@ use super::{BenchArgs, Row};
 const WRITE_SIZE: u64 = 4096;
 
 /// Runs `clients` tasks each doing `ops` operations, returns operations per second.
-async fn rate<F, Fut>(clients: usize, ops: usize, make: F) -> anyhow::Result<f64>
+pub(super) async fn rate<F, Fut>(clients: usize, ops: usize, make: F) -> anyhow::Result<f64>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,

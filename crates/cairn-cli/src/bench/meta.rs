@@ -1,0 +1,282 @@
+//! Metadata-heavy benchmarks: small files, namespace operations, random reads, and the
+//! master's memory per file and per chunk at scale. Work is spread over `--clients`
+//! connections, each its own `Client`, so the figures include real round trips.
+//!
+//! Everything runs under `--path` (a directory) and is removed afterwards unless `--keep`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use cairn_client::Client;
+
+use super::ops::rate;
+use super::{BenchArgs, Row};
+
+/// Size of a small file and of one random read.
+const SMALL: usize = 4096;
+
+async fn clients(client: &Client, n: usize) -> anyhow::Result<Vec<Client>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        out.push(Client::connect(client.config().clone()).await?);
+    }
+    Ok(out)
+}
+
+/// Runs `op(client, index)` for every index in `0..total`, spread over `clients`, and
+/// returns operations per second.
+async fn spread<F, Fut>(clients: &[Client], total: usize, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(Client, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let n = clients.len();
+    let per = total.div_ceil(n);
+    let r = rate(n, per, |i| {
+        let (c, op) = (clients[i].clone(), op.clone());
+        async move {
+            for k in (i * per)..((i + 1) * per).min(total) {
+                op(c.clone(), k).await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    // `rate` counts n * per operations; correct for the last client's shorter share.
+    Ok(r * total as f64 / (n * per) as f64)
+}
+
+fn row(name: String, unit: &'static str, values: Vec<f64>) -> Row {
+    Row { name, unit, values }
+}
+
+/// Create+write, stat, read and delete of `--files` files of 4 KiB.
+pub async fn small_files(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Result<Vec<Row>> {
+    let cs = clients(client, a.clients).await?;
+    let body = Bytes::from(vec![0x5a_u8; SMALL]);
+    let (mut create, mut stat, mut read, mut delete) = (vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let dir = format!("{}/small{run}", a.path);
+        client.mkdir(&dir, true).await?;
+        let name = move |k: usize| format!("{dir}/f{k}");
+        let (n, b) = (name.clone(), body.clone());
+        create.push(
+            spread(&cs, a.files, move |c, k| {
+                let (p, b) = (n(k), b.clone());
+                async move { Ok(c.write_all(&p, b, false).await.map(drop)?) }
+            })
+            .await?,
+        );
+        let n = name.clone();
+        stat.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = n(k);
+                async move {
+                    let attr = c.stat(&p).await?;
+                    anyhow::ensure!(attr.size == SMALL as u64, "{p}: size {}", attr.size);
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+        let n = name.clone();
+        read.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = n(k);
+                async move {
+                    let data = c.read_all(&p).await?;
+                    anyhow::ensure!(data.len() == SMALL && data[0] == 0x5a, "{p}: wrong content");
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+        let n = name.clone();
+        delete.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = n(k);
+                async move { Ok(c.delete(&p, false).await?) }
+            })
+            .await?,
+        );
+    }
+    let k = cs.len();
+    Ok(vec![
+        row(format!("small 4KiB create+write, {k}c"), "ops/s", create),
+        row(format!("small 4KiB stat, {k}c"), "ops/s", stat),
+        row(format!("small 4KiB read, {k}c"), "ops/s", read),
+        row(format!("small 4KiB delete, {k}c"), "ops/s", delete),
+    ])
+}
+
+/// mkdir, create, stat and rename of `--files` entries, and a full listing of a directory
+/// of `--entries` entries.
+pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Result<Vec<Row>> {
+    let cs = clients(client, a.clients).await?;
+    let (mut mkdir, mut create, mut stat, mut rename) = (vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let dir = format!("{}/meta{run}", a.path);
+        client.mkdir(&dir, true).await?;
+        let d = dir.clone();
+        mkdir.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = format!("{d}/d{k}");
+                async move { Ok(c.mkdir(&p, false).await.map(drop)?) }
+            })
+            .await?,
+        );
+        let d = dir.clone();
+        create.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = format!("{d}/f{k}");
+                async move { Ok(c.create(&p, false).await.map(drop)?) }
+            })
+            .await?,
+        );
+        let d = dir.clone();
+        stat.push(
+            spread(&cs, a.files, move |c, k| {
+                let p = format!("{d}/f{k}");
+                async move { Ok(c.stat(&p).await.map(drop)?) }
+            })
+            .await?,
+        );
+        let d = dir.clone();
+        rename.push(
+            spread(&cs, a.files, move |c, k| {
+                let (from, to) = (format!("{d}/f{k}"), format!("{d}/r{k}"));
+                async move { Ok(c.rename(&from, &to).await?) }
+            })
+            .await?,
+        );
+        client.delete(&dir, true).await?;
+    }
+    let big = format!("{}/big", a.path);
+    client.mkdir(&big, true).await?;
+    let b = big.clone();
+    spread(&cs, a.entries, move |c, k| {
+        let p = format!("{b}/e{k:07}");
+        async move { Ok(c.create(&p, false).await.map(drop)?) }
+    })
+    .await?;
+    let mut list = vec![];
+    for _ in 0..runs {
+        let t = Instant::now();
+        let entries = client.list(&big).await?;
+        list.push(a.entries as f64 / t.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            entries.len() == a.entries,
+            "listed {} of {} entries",
+            entries.len(),
+            a.entries
+        );
+    }
+    let k = cs.len();
+    Ok(vec![
+        row(format!("mkdir, {k}c"), "ops/s", mkdir),
+        row(format!("create empty, {k}c"), "ops/s", create),
+        row(format!("stat, {k}c"), "ops/s", stat),
+        row(format!("rename, {k}c"), "ops/s", rename),
+        row(
+            format!("list a dir of {} entries", a.entries),
+            "entries/s",
+            list,
+        ),
+    ])
+}
+
+/// 4 KiB reads at random 4 KiB-aligned offsets of a `--size` file, `--ops` per client.
+pub async fn random_reads(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Result<Vec<Row>> {
+    let size = a.size.max(SMALL as u64);
+    let source = super::make_source(size)?;
+    client.put_file(source.path(), &a.path, true).await?;
+    let cs = clients(client, a.clients).await?;
+    let mut values = Vec::new();
+    for run in 0..runs {
+        let r = rate(cs.len(), a.ops, |i| {
+            let (c, path, ops) = (cs[i].clone(), a.path.clone(), a.ops);
+            async move {
+                let mut state = (run as u64 + 7) * 0x2545_F491 + i as u64;
+                for _ in 0..ops {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let offset = (state % (size / SMALL as u64)) * SMALL as u64;
+                    let data = c.read(&path, offset, SMALL as u64).await?;
+                    anyhow::ensure!(data.len() == SMALL, "short read at {offset}");
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        values.push(r);
+    }
+    Ok(vec![row(
+        format!("randread 4KiB, {}c", cs.len()),
+        "ops/s",
+        values,
+    )])
+}
+
+/// The master's memory per file and per chunk: creates `--files` empty files (in
+/// directories of 1,000) and then `--chunk-files` one-byte files (one chunk each), reading
+/// the master's resident memory before and after each phase. Also reports create and
+/// stat rates at this scale.
+pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+    let cs = clients(client, a.clients).await?;
+    let resident =
+        || async { Ok::<_, anyhow::Error>(client.status().await?.master_resident_bytes as f64) };
+    let root = format!("{}/scale", a.path);
+    client.mkdir(&root, true).await?;
+    for d in 0..a.files.div_ceil(1000) {
+        client.mkdir(&format!("{root}/d{d}"), false).await?;
+    }
+    let before = resident().await?;
+    let r = root.clone();
+    let creates = spread(&cs, a.files, move |c, k| {
+        let p = format!("{r}/d{}/f{k}", k / 1000);
+        async move { Ok(c.create(&p, false).await.map(drop)?) }
+    })
+    .await?;
+    let after_files = resident().await?;
+    let r = root.clone();
+    let stats = spread(&cs, a.files, move |c, k| {
+        let p = format!("{r}/d{}/f{k}", k / 1000);
+        async move { Ok(c.stat(&p).await.map(drop)?) }
+    })
+    .await?;
+    let chunk_dir = format!("{root}/chunks");
+    client.mkdir(&chunk_dir, false).await?;
+    let before_chunks = resident().await?;
+    let r = chunk_dir.clone();
+    let one = Bytes::from_static(b"x");
+    spread(&cs, a.chunk_files, move |c, k| {
+        let (p, one) = (format!("{r}/c{k}"), one.clone());
+        async move { Ok(c.write_all(&p, one, false).await.map(drop)?) }
+    })
+    .await?;
+    let after_chunks = resident().await?;
+    let per_file = (after_files - before) / a.files.max(1) as f64;
+    // A one-byte file costs a file and a chunk; take the file's share off.
+    let per_chunk = (after_chunks - before_chunks) / a.chunk_files.max(1) as f64 - per_file;
+    let k = cs.len();
+    Ok(vec![
+        row(
+            format!("create at {} files, {k}c", a.files),
+            "ops/s",
+            vec![creates],
+        ),
+        row(
+            format!("stat at {} files, {k}c", a.files),
+            "ops/s",
+            vec![stats],
+        ),
+        row("master memory per file".into(), "bytes", vec![per_file]),
+        row("master memory per chunk".into(), "bytes", vec![per_chunk]),
+        row(
+            "master resident after".into(),
+            "MB",
+            vec![after_chunks / 1e6],
+        ),
+    ])
+}
