@@ -1,6 +1,8 @@
 //! Compiles `proto/cairn/v1/*.proto` with protox (pure Rust, no system `protoc`).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The runtime variable, not `env!`: a build script compiled for one checkout must not
+    // read another checkout's protos when the target directory is shared.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let files = [
         "cairn/v1/common.proto",

@@ -20,6 +20,7 @@ pub mod oplog;
 mod posix;
 mod posix_service;
 pub mod replication;
+mod replication_jobs;
 mod service;
 mod sessions;
 mod status;

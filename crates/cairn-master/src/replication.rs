@@ -34,7 +34,6 @@
 //! - Progress figures (bytes left, rate, ETA) are estimates from file lengths and recent
 //!   completions; they never block anything.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -46,6 +45,7 @@ use cairn_proto::pb;
 
 use crate::cluster::{ChunkId, Cluster, ServerId};
 use crate::master::Master;
+use crate::replication_jobs::{Job, State};
 use crate::version_bump::Bump;
 
 /// Completions older than this no longer count toward the copy rate.
@@ -81,76 +81,6 @@ impl Default for ReplicationConfig {
             full_scan_interval: Duration::from_secs(30),
             lease_defer: Duration::from_secs(5),
             retry_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
-/// One copy job: a chunk copied to one or more targets from one source.
-struct Job {
-    /// Chunk version the targets copy; `None` until the chunk has moved to it.
-    version: Option<u64>,
-    source: ServerId,
-    /// Targets that have not reported yet.
-    targets: Vec<ServerId>,
-    /// Bytes each copy moves (from the file length).
-    bytes: u64,
-    started: Instant,
-    /// Some target failed or timed out.
-    failed: bool,
-}
-
-#[derive(Default)]
-struct State {
-    jobs: HashMap<ChunkId, Job>,
-    incoming: HashMap<ServerId, usize>,
-    outgoing: HashMap<ServerId, usize>,
-    /// Chunks to look at again (not finished with at the last tick).
-    queue: HashSet<ChunkId>,
-    /// When a chunk under goal was first seen with a write lease.
-    leased_since: HashMap<ChunkId, Instant>,
-    /// Chunks whose last job failed: not before this, and how many failures in a row.
-    retry: HashMap<ChunkId, (Instant, u32)>,
-    last_full_scan: Option<Instant>,
-    /// Recent completed copies, for the rate.
-    completed: VecDeque<(Instant, u64)>,
-    /// Start of the current busy period, for the rate.
-    busy_since: Option<Instant>,
-}
-
-impl State {
-    fn add_load(&mut self, source: ServerId, targets: &[ServerId]) {
-        *self.outgoing.entry(source).or_default() += 1;
-        for t in targets {
-            *self.incoming.entry(*t).or_default() += 1;
-        }
-    }
-
-    fn release_target(&mut self, target: ServerId) {
-        if let Some(n) = self.incoming.get_mut(&target) {
-            *n = n.saturating_sub(1);
-        }
-    }
-
-    fn release_source(&mut self, source: ServerId) {
-        if let Some(n) = self.outgoing.get_mut(&source) {
-            *n = n.saturating_sub(1);
-        }
-    }
-
-    /// Ends a job: frees its slots, queues the chunk for another look, and backs off a
-    /// chunk whose job failed.
-    fn finish(&mut self, chunk: ChunkId, job: Job, backoff: Duration) {
-        self.release_source(job.source);
-        for t in &job.targets {
-            self.release_target(*t);
-        }
-        self.queue.insert(chunk);
-        if job.failed {
-            let fails = self.retry.get(&chunk).map_or(0, |(_, n)| *n) + 1;
-            let wait = backoff * (1u32 << (fails - 1).min(5));
-            self.retry.insert(chunk, (Instant::now() + wait, fails));
-        } else {
-            self.retry.remove(&chunk);
         }
     }
 }
