@@ -42,8 +42,8 @@ impl MetaState {
         }
         if self
             .inodes
-            .keys()
-            .any(|&id| id == 0 || id >= self.next_inode)
+            .iter()
+            .any(|(id, _)| id == 0 || id >= self.next_inode)
         {
             return Err("an inode id is 0 or not below the counter".into());
         }
@@ -54,7 +54,10 @@ impl MetaState {
         let mut counts = Counts::default();
         let mut slots_seen = 0usize;
         while let Some(id) = stack.pop() {
-            let node = &self.inodes[&id];
+            let node = self
+                .inodes
+                .get(&id)
+                .ok_or_else(|| format!("inode {id} is named but missing"))?;
             match &node.body {
                 Body::Dir(dir) => {
                     counts.directories += 1;
@@ -113,7 +116,10 @@ impl MetaState {
             }
         }
         for (&id, dirs) in &mut names {
-            let node = &self.inodes[&id];
+            let node = self
+                .inodes
+                .get(&id)
+                .ok_or_else(|| format!("inode {id} is named but missing"))?;
             if node.is_dir() {
                 if self.links.contains_key(&id) {
                     return Err(format!("directory {id} is in the link table"));

@@ -27,6 +27,7 @@ mod dedup;
 mod dispatch;
 mod entries;
 mod error;
+mod inode_table;
 mod invariants;
 mod lock_commands;
 mod locks;

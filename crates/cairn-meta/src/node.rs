@@ -59,9 +59,11 @@ pub(crate) struct Slot {
 }
 
 /// A directory: its entries by name, in byte order (which is what listings return).
+/// Names up to 24 bytes (nearly all) are stored inside the entry, not in an allocation of
+/// their own.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirBody {
-    pub entries: BTreeMap<Box<str>, InodeId>,
+    pub entries: BTreeMap<compact_str::CompactString, InodeId>,
 }
 
 impl Inode {

@@ -1,7 +1,8 @@
 //! [`MetaState`]: the stored namespace, the `apply` entry point and the helpers every
 //! command handler shares.
 //!
-//! The state is a set of ordered maps (inodes by id, chunks by id), the id counters, running
+//! The state is a set of ordered maps (inodes by id in the paged [`crate::inode_table`],
+//! chunks by id), the id counters, running
 //! totals, the request de-duplication table, and side tables keyed by inode (sessions and
 //! locks, extended attributes, append reservations, hard-link parents). `dispatch.rs`
 //! routes each command to its handler (`namespace.rs`, `chunks.rs`, `posix.rs`,
@@ -51,7 +52,7 @@ pub(crate) struct Counts {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub(crate) config: Option<FsConfig>,
-    pub(crate) inodes: BTreeMap<InodeId, Inode>,
+    pub(crate) inodes: crate::inode_table::InodeTable,
     pub(crate) chunks: BTreeMap<ChunkId, ChunkMeta>,
     /// Next inode id to hand out (2 after Format).
     pub(crate) next_inode: InodeId,
