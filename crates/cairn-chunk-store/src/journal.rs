@@ -13,6 +13,11 @@
 //!   until the store is reopened.
 //! - Records are written under the state mutex, so file order is LSN order; the sync itself
 //!   runs without the mutex, so others keep appending meanwhile.
+//! - Bytes from `write_pos` to `alloc_end` are zeros written ahead (not holes): appending
+//!   into them changes neither the file size nor its extents, so the `fdatasync` of an
+//!   append flushes data only instead of also committing the file system's journal, which
+//!   other work on the disk (new replica files) keeps busy. Cuts zero bytes rather than
+//!   shrinking the file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -26,6 +31,21 @@ use crate::fsutil::fsync_dir;
 use crate::record::{
     COPY_BUF, FILE_HEADER_LEN, Payload, RECORD_HEADER_LEN, Record, encode_file_header,
 };
+
+/// Zeros written ahead of the append position, in steps of this size.
+const PREALLOC_STEP: u64 = 8 << 20;
+
+/// Writes zeros over `from..to`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; to.saturating_sub(from).min(COPY_BUF as u64) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
 
 /// A record's place in the journal, to wait for its durability.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +69,8 @@ struct State {
     seq: u64,
     next_lsn: u64,
     write_pos: u64,
+    /// End of the zeros written ahead of `write_pos` (the file length).
+    alloc_end: u64,
     /// End of the durable prefix, and the LSN that follows it.
     synced_upto: u64,
     synced_next_lsn: u64,
@@ -85,6 +107,7 @@ fn create_file(dir: &Path, seq: u64, first_lsn: u64, faults: &Faults) -> io::Res
         .truncate(true)
         .open(&path)?;
     file.write_all_at(&encode_file_header(seq, first_lsn), 0)?;
+    zero_fill(&file, FILE_HEADER_LEN, PREALLOC_STEP)?;
     faults.sync_data(&file)?;
     fsync_dir(dir)?;
     Ok(file)
@@ -107,6 +130,7 @@ impl Journal {
                 seq,
                 next_lsn: first_lsn,
                 write_pos: FILE_HEADER_LEN,
+                alloc_end: PREALLOC_STEP,
                 synced_upto: FILE_HEADER_LEN,
                 synced_next_lsn: first_lsn,
                 syncing: false,
@@ -147,6 +171,13 @@ impl Journal {
         self.faults.before_write()?;
         rec.lsn = st.next_lsn;
         let start = st.write_pos;
+        let need = start + RECORD_HEADER_LEN + payload.map_or(0, |p| p.len());
+        if need > st.alloc_end {
+            // The sync of this append makes the new zeros (and the new size) durable too.
+            let end = need + PREALLOC_STEP;
+            zero_fill(&st.file, st.alloc_end, end)?;
+            st.alloc_end = end;
+        }
         match write_record(&st.file, start, rec, payload) {
             Ok(end) => {
                 st.write_pos = end;
@@ -158,7 +189,7 @@ impl Journal {
                 })
             }
             Err(e) => {
-                if let Err(cut) = st.file.set_len(start) {
+                if let Err(cut) = zero_fill(&st.file, start, need) {
                     st.broken = Some(format!("cannot cut a failed append: {cut}"));
                 }
                 Err(e)
@@ -224,6 +255,7 @@ impl Journal {
         st.file = Arc::new(file);
         st.seq = seq;
         st.write_pos = FILE_HEADER_LEN;
+        st.alloc_end = PREALLOC_STEP;
         st.synced_upto = FILE_HEADER_LEN;
         st.synced_next_lsn = st.next_lsn;
         drop(st);
@@ -257,9 +289,10 @@ fn cut_after_failed_sync(st: &mut State, e: &io::Error) {
     st.last_error = e.to_string();
     st.cuts.push(cut);
     st.epoch += 1;
+    let end = st.write_pos;
     st.write_pos = cut;
     st.next_lsn = st.synced_next_lsn;
-    if let Err(e2) = st.file.set_len(cut).and_then(|()| st.file.sync_data()) {
+    if let Err(e2) = zero_fill(&st.file, cut, end).and_then(|()| st.file.sync_data()) {
         st.broken = Some(format!("sync failed ({e}), then cutting failed ({e2})"));
     }
 }

@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::format::{get_u32, get_u64, put_u64};
+use crate::format::{Layout, get_u32, get_u64, put_u64};
 use crate::fsutil::read_at_or_zero;
 
 /// Size of a journal file header.
@@ -39,6 +39,15 @@ pub(crate) enum RecordKind {
     Truncate = 2,
     /// Moves the replica to `version`, serial 0.
     SetVersion = 3,
+    /// Creates the replica (incarnation, version, serial as given; replacing an older
+    /// replica of the chunk) holding the payload at `offset`. `prev_length` carries the new
+    /// replica's layout instead of a length (see [`encode_layout`]). Used for small first
+    /// writes, so that they share the journal's group-committed sync instead of paying a
+    /// file and a directory sync of their own.
+    Create = 4,
+    /// Deletes the replica if it is still the named incarnation. Journaled so that replay
+    /// never brings back a replica whose `Create` record is still in the journal.
+    Delete = 5,
 }
 
 impl RecordKind {
@@ -47,6 +56,8 @@ impl RecordKind {
             1 => Some(RecordKind::Write),
             2 => Some(RecordKind::Truncate),
             3 => Some(RecordKind::SetVersion),
+            4 => Some(RecordKind::Create),
+            5 => Some(RecordKind::Delete),
             _ => None,
         }
     }
@@ -119,6 +130,21 @@ impl Record {
         };
         Some((rec, get_u32(b, 80)))
     }
+}
+
+/// Packs a layout into a `Create` record's `prev_length`: log2(block size) in the top 16
+/// bits, capacity (at most 2^40) below.
+pub(crate) fn encode_layout(l: &Layout) -> u64 {
+    (u64::from(l.block_size().trailing_zeros()) << 48) | l.capacity()
+}
+
+/// Unpacks [`encode_layout`]; `None` if the value names no valid layout.
+pub(crate) fn decode_layout(v: u64) -> Option<Layout> {
+    let shift = v >> 48;
+    if shift >= 32 {
+        return None;
+    }
+    Layout::new(1u32 << shift, v & ((1 << 48) - 1)).ok()
 }
 
 /// Where a record's payload (a write's data) comes from: memory, or a range of a file.
@@ -195,6 +221,8 @@ pub(crate) struct JournalReader {
     pos: u64,
     next_lsn: u64,
     ended: bool,
+    /// The valid records end at zeros written ahead (a clean end, not a tear).
+    zero_end: bool,
     buf: Vec<u8>,
 }
 
@@ -215,6 +243,7 @@ impl JournalReader {
             pos: if ended { 0 } else { FILE_HEADER_LEN },
             next_lsn,
             ended,
+            zero_end: false,
             buf: Vec::new(),
         })
     }
@@ -226,7 +255,7 @@ impl JournalReader {
 
     /// Whether bytes remain past the last valid record (a torn or garbage tail).
     pub(crate) fn torn(&self) -> bool {
-        self.ended && self.pos < self.len
+        self.ended && self.pos < self.len && !self.zero_end
     }
 
     /// The LSN the next record would carry.
@@ -256,6 +285,7 @@ impl JournalReader {
         let mut hdr = [0u8; RECORD_HEADER_LEN as usize];
         read_at_or_zero(&self.file, &mut hdr, self.pos)?;
         let Some((rec, payload_crc)) = Record::decode(&hdr) else {
+            self.zero_end = hdr.iter().all(|&b| b == 0);
             return Ok(None);
         };
         let payload_at = self.pos + RECORD_HEADER_LEN;

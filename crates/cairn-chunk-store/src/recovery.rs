@@ -20,7 +20,7 @@ use crate::format::{HEADER_LEN, Layout, ReplicaHeader, chunk_path, parse_chunk_n
 use crate::fsutil::{fsync_dir, lock_exclusive, read_at_or_zero};
 use crate::journal::{Journal, journal_path, parse_journal_name, remove_older};
 use crate::record::{JournalReader, Payload, Record, RecordKind};
-use crate::replica::{apply, check_record};
+use crate::replica::{apply, check_create, check_record, create};
 use crate::{RecoveryReport, StoreConfig, StoreError};
 
 /// Directory names under the store root.
@@ -89,6 +89,7 @@ pub(crate) fn recover(
     }
     journals.sort_unstable();
     let mut touched = HashSet::new();
+    let mut created = HashSet::new();
     let mut next_lsn = 1;
     for &seq in &journals {
         let mut reader = JournalReader::open(&journal_path(&journal_dir, seq))?;
@@ -96,6 +97,7 @@ pub(crate) fn recover(
             chunks: &chunks,
             headers: &mut headers,
             touched: &mut touched,
+            created: &mut created,
             open: None,
             faults,
         };
@@ -118,6 +120,19 @@ pub(crate) fn recover(
             faults.sync_data(&f)?;
         }
     }
+    let mut dirs: Vec<PathBuf> = created
+        .iter()
+        .filter_map(|&id| chunk_path(&chunks, id).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        fsync_dir(&d)?;
+    }
+    // A replica a Create record restored is not lost after all.
+    report
+        .bad_replicas_removed
+        .retain(|id| !created.contains(id));
     let seq = journals.last().map_or(1, |s| s + 1);
     let journal = Journal::create(&journal_dir, seq, next_lsn, faults.clone())?;
     remove_older(&journal_dir, seq)?;
@@ -208,6 +223,9 @@ struct Replay<'a> {
     chunks: &'a Path,
     headers: &'a mut HashMap<u64, ReplicaHeader>,
     touched: &'a mut HashSet<u64>,
+    /// Replicas that `Create` or `Delete` records (re)made or removed: their directories
+    /// need a sync.
+    created: &'a mut HashSet<u64>,
     /// The replica file opened last (records of one chunk tend to come in runs).
     open: Option<(u64, File)>,
     faults: &'a Faults,
@@ -217,6 +235,12 @@ impl Replay<'_> {
     /// Re-applies `rec` (payload at `at` of `journal`) if its replica file still exists with
     /// the incarnation the record names. Returns whether it was applied.
     fn apply(&mut self, rec: &Record, at: u64, journal: &File) -> io::Result<bool> {
+        if rec.kind == RecordKind::Create {
+            return self.create(rec, at, journal);
+        }
+        if rec.kind == RecordKind::Delete {
+            return self.delete(rec);
+        }
         let Some(base) = self.headers.get(&rec.chunk_id).copied() else {
             return Ok(false);
         };
@@ -241,6 +265,56 @@ impl Replay<'_> {
         let h = apply(file, &base, rec, payload, self.faults)?;
         self.headers.insert(rec.chunk_id, h);
         self.touched.insert(rec.chunk_id);
+        Ok(true)
+    }
+
+    /// Deletes the replica again if it is still the incarnation the record names.
+    fn delete(&mut self, rec: &Record) -> io::Result<bool> {
+        if self.headers.get(&rec.chunk_id).map(|h| h.incarnation) != Some(rec.incarnation) {
+            return Ok(false);
+        }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|(id, _)| *id == rec.chunk_id)
+        {
+            self.open = None;
+        }
+        match fs::remove_file(chunk_path(self.chunks, rec.chunk_id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.headers.remove(&rec.chunk_id);
+        self.touched.remove(&rec.chunk_id);
+        self.created.insert(rec.chunk_id);
+        Ok(true)
+    }
+
+    /// Re-creates the replica of a `Create` record, unless a replica of a newer version
+    /// (or the same version but another incarnation, e.g. a copy installed since) replaced
+    /// it. A file of this incarnation is rewritten whole; later records re-apply on top.
+    fn create(&mut self, rec: &Record, at: u64, journal: &File) -> io::Result<bool> {
+        let Ok(layout) = check_create(rec) else {
+            return Ok(false);
+        };
+        if let Some(h) = self.headers.get(&rec.chunk_id)
+            && h.incarnation != rec.incarnation
+            && h.version >= rec.version
+        {
+            return Ok(false);
+        }
+        let payload = Payload::File {
+            file: journal,
+            at,
+            len: rec.payload_len,
+        };
+        let path = chunk_path(self.chunks, rec.chunk_id);
+        let (file, h) = create(&path, rec, layout, Some(payload), self.faults)?;
+        self.open = Some((rec.chunk_id, file));
+        self.headers.insert(rec.chunk_id, h);
+        self.touched.insert(rec.chunk_id);
+        self.created.insert(rec.chunk_id);
         Ok(true)
     }
 }

@@ -1,5 +1,5 @@
-//! In-place operations on a replica file: applying a journal record (write, truncate,
-//! version change) with its checksums and header, and verified reads.
+//! In-place operations on a replica file: applying a journal record (create, write,
+//! truncate, version change) with its checksums and header, and verified reads.
 //!
 //! Applying is *redo-safe*: it sets every byte, file size, CRC entry and header field it
 //! touches to a value that depends only on the record (and on bytes that earlier records or
@@ -10,19 +10,21 @@
 //!   `prev_length` (stray bytes of later records go, the gap reads as zeros);
 //! - a growing truncate cuts to `prev_length` before extending, for the same reason;
 //! - the CRC of every block whose covered bytes changed is recomputed from the file after the
-//!   data is in place, so the last record touching a block leaves its correct CRC.
+//!   data is in place, so the last record touching a block leaves its correct CRC;
+//! - a create truncates the file to nothing and writes it whole from the record.
 //!
 //! Reads check the CRC of every block they return bytes from; on a mismatch they return
 //! nothing (the caller's buffer is zeroed).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use crate::faults::{CrashPoint, Faults};
 use crate::format::{Layout, ReplicaHeader, crc_append_zeros, crc_zeros, get_u32};
 use crate::fsutil::read_at_or_zero;
-use crate::record::{Payload, Record, RecordKind};
+use crate::record::{Payload, Record, RecordKind, decode_layout};
 
 /// Why a verified read failed.
 #[derive(Debug)]
@@ -67,8 +69,66 @@ pub(crate) fn check_record(layout: &Layout, rec: &Record) -> Result<(), String> 
             return Err("version change with payload or new length".into());
         }
         RecordKind::Truncate | RecordKind::SetVersion => {}
+        RecordKind::Create | RecordKind::Delete => {
+            return Err("create or delete record applied in place".into());
+        }
     }
     Ok(())
+}
+
+/// Checks a `Create` record on its own; answers the new replica's layout.
+pub(crate) fn check_create(rec: &Record) -> Result<Layout, String> {
+    let layout = decode_layout(rec.prev_length).ok_or("create record with a bad layout")?;
+    let end = rec
+        .offset
+        .checked_add(rec.payload_len)
+        .filter(|&e| e <= layout.capacity())
+        .ok_or("create beyond capacity")?;
+    let want = if rec.payload_len == 0 { 0 } else { end };
+    if rec.new_length != want {
+        return Err("create length inconsistent".into());
+    }
+    Ok(layout)
+}
+
+/// Writes the replica file at `path` from a `Create` record: header, a CRC table of full
+/// size (later in-place updates never need new space for it), and the payload at
+/// `rec.offset` (zeros before it). Nothing is synced: the journal holds the record.
+pub(crate) fn create(
+    path: &Path,
+    rec: &Record,
+    layout: Layout,
+    payload: Option<Payload<'_>>,
+    faults: &Faults,
+) -> io::Result<(File, ReplicaHeader)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let base = ReplicaHeader {
+        chunk_id: rec.chunk_id,
+        version: rec.version,
+        length: 0,
+        serial: rec.serial,
+        incarnation: rec.incarnation,
+        layout,
+    };
+    faults.before_write()?;
+    file.write_all_at(
+        &vec![0u8; (layout.blocks() * 4) as usize],
+        layout.crc_offset(0),
+    )?;
+    file.set_len(layout.data_offset())?;
+    file.write_all_at(&base.encode(), 0)?;
+    let write = Record {
+        kind: RecordKind::Write,
+        prev_length: 0,
+        ..*rec
+    };
+    let h = apply(&file, &base, &write, payload, faults)?;
+    Ok((file, h))
 }
 
 /// Applies `rec` to the replica file whose identity and geometry `base` gives, writing data,
@@ -88,6 +148,9 @@ pub(crate) fn apply(
         }
         RecordKind::Truncate => apply_truncate(file, &layout, rec.prev_length, rec.new_length)?,
         RecordKind::SetVersion => {}
+        RecordKind::Create | RecordKind::Delete => {
+            return Err(io::Error::other("create or delete record applied in place"));
+        }
     }
     let h = ReplicaHeader {
         version: rec.version,

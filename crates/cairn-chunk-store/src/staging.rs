@@ -291,6 +291,11 @@ impl StagedWrite {
         self.offset
     }
 
+    /// Whether the staged bytes are still in memory (not spilled to a temporary file).
+    pub(crate) fn in_memory(&self) -> bool {
+        matches!(self.body, Body::Mem(_))
+    }
+
     /// The staged bytes, as a journal payload.
     pub(crate) fn payload(&self) -> Payload<'_> {
         match &self.body {

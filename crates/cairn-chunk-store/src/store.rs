@@ -30,8 +30,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::faults::{Faults, lock};
 use crate::format::{Layout, ReplicaHeader, chunk_path};
-use crate::fsutil::{fsync_dir, statvfs};
+use crate::fsutil::statvfs;
 use crate::journal::Journal;
+use crate::record::{Record, RecordKind};
 use crate::recovery::{CHUNKS_DIR, STAGING_DIR, recover};
 use crate::replica::{ReadFail, read_verified};
 use crate::staging::{StagedWrite, StagingCtx};
@@ -253,8 +254,27 @@ impl ChunkStore {
     /// Removes a replica durably (its file is gone and stays gone after a crash).
     pub fn delete(&self, chunk_id: u64) -> Result<(), StoreError> {
         self.faults.check_alive()?;
+        let _gate = read(&self.gate);
         self.with_slot(chunk_id, false, |st| {
-            st.header.ok_or(StoreError::NotFound(chunk_id))?;
+            let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
+            // The record, not a directory sync, makes the delete durable: replay must not
+            // re-create the replica from a `Create` record still in the journal. The
+            // checkpoint syncs the directory before the journal goes.
+            let mut rec = Record {
+                kind: RecordKind::Delete,
+                lsn: 0,
+                chunk_id,
+                incarnation: h.incarnation,
+                version: h.version,
+                serial: h.serial,
+                prev_length: h.length,
+                new_length: 0,
+                offset: 0,
+                payload_len: 0,
+            };
+            let ticket = self.journal.append(&mut rec, None)?;
+            self.journal.wait_durable(ticket)?;
+            lock(&self.touched).insert(chunk_id);
             let path = chunk_path(&self.chunks_dir, chunk_id);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -263,7 +283,6 @@ impl ChunkStore {
             }
             st.header = None;
             self.unpoison(st);
-            fsync_dir(path.parent().unwrap_or(&self.chunks_dir))?;
             Ok(())
         })
     }
@@ -394,12 +413,21 @@ impl ChunkStore {
     fn checkpoint_locked(&self) -> io::Result<()> {
         let ids: Vec<u64> = lock(&self.touched).drain().collect();
         let res = (|| {
+            let mut dirs = Vec::new();
             for &id in &ids {
-                match File::open(chunk_path(&self.chunks_dir, id)) {
+                let path = chunk_path(&self.chunks_dir, id);
+                match File::open(&path) {
                     Ok(f) => self.faults.sync_data(&f)?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
+                dirs.extend(path.parent().map(Path::to_path_buf));
+            }
+            // Replicas made by journaled creates have directory entries to make durable.
+            dirs.sort();
+            dirs.dedup();
+            for d in dirs {
+                crate::fsutil::fsync_dir(&d)?;
             }
             self.journal.rotate()
         })();

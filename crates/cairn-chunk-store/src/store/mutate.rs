@@ -1,10 +1,15 @@
 //! The mutating operations of [`ChunkStore`]: request checks (version, serial, capacity,
 //! reserve) and the two commit paths.
 //!
-//! - New replica (no file yet, or [`ChunkStore::install`]): the staged bytes become a
-//!   replica-format temporary file; [`TempReplica::finish`] adds CRC table and header and
-//!   syncs it; it is renamed into place and the directory synced. Nothing is visible before
-//!   it is durable, and the data is written once.
+//! - Small new replica (a first write still staged in memory): a `Create` record holding the
+//!   bytes goes to the journal and is made durable (group commit, shared with every other
+//!   write of the store), then the replica file is written without a sync. One journal
+//!   sync instead of a file and a directory sync each: what makes small files cheap. The
+//!   checkpoint syncs the file and its directory before the journal is retired.
+//! - Large new replica (spilled to disk, or [`ChunkStore::install`]): the staged bytes
+//!   become a replica-format temporary file; [`TempReplica::finish`] adds CRC table and
+//!   header and syncs it; it is renamed into place and the directory synced. Nothing is
+//!   visible before it is durable, and the data is written once.
 //! - Existing replica: space for the write is reserved, a record goes to the journal and is
 //!   made durable (group commit), then applied in place without a sync. The chunk's write
 //!   lock is held throughout, so its mutations apply in serial order.
@@ -15,10 +20,12 @@ use std::sync::atomic::Ordering;
 
 use super::{ChunkStore, SlotState, check_poisoned, read};
 use crate::faults::{CrashPoint, lock};
+use crate::format::new_incarnation;
 use crate::format::{Layout, ReplicaHeader, chunk_path};
 use crate::fsutil::{fsync_dir, preallocate, statvfs};
+use crate::record::encode_layout;
 use crate::record::{Payload, Record, RecordKind};
-use crate::replica::apply;
+use crate::replica::{apply, create};
 use crate::staging::{StagedWrite, TempReplica};
 use crate::{ReplicaInfo, StoreError};
 
@@ -73,6 +80,9 @@ impl ChunkStore {
                 None => {
                     check_first_serial(id, serial)?;
                     self.check_reserve()?;
+                    if staged.in_memory() {
+                        return self.create_journaled(st, &staged, version, serial);
+                    }
                     let t = staged.into_temp_replica()?;
                     self.publish_new(st, id, t, version, serial)
                 }
@@ -80,6 +90,53 @@ impl ChunkStore {
         };
         self.maybe_rotate();
         res
+    }
+
+    /// The journaled create of a small new replica (see the module comment).
+    fn create_journaled(
+        &self,
+        st: &mut SlotState,
+        staged: &StagedWrite,
+        version: u64,
+        serial: u64,
+    ) -> Result<ReplicaInfo, StoreError> {
+        let id = staged.chunk_id;
+        let len = staged.len();
+        // An empty write does not extend: a replica created by it is empty.
+        let offset = if len == 0 { 0 } else { staged.offset };
+        let mut rec = Record {
+            kind: RecordKind::Create,
+            lsn: 0,
+            chunk_id: id,
+            incarnation: new_incarnation(),
+            version,
+            serial,
+            prev_length: encode_layout(&staged.layout),
+            new_length: if len == 0 { 0 } else { offset + len },
+            offset,
+            payload_len: len,
+        };
+        let payload = staged.payload();
+        let ticket = self.journal.append(&mut rec, Some(payload))?;
+        self.journal.wait_durable(ticket)?;
+        self.faults.crash_point(CrashPoint::AfterJournalSync)?;
+        lock(&self.touched).insert(id);
+        let path = chunk_path(&self.chunks_dir, id);
+        match create(&path, &rec, staged.layout, Some(payload), &self.faults) {
+            Ok((_, h)) => {
+                st.header = Some(h);
+                self.unpoison(st);
+                Ok(h.info())
+            }
+            Err(e) => {
+                // The record is durable; replay at the next open makes the replica.
+                if !self.faults.halted() && !st.poisoned {
+                    st.poisoned = true;
+                    self.poisoned.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Sets the replica's length to `length` (shrinking drops bytes, growing adds zeros),

@@ -99,9 +99,11 @@ fn a_replica_file_cut_short_reads_as_corrupt() {
 fn a_bad_header_removes_the_replica_at_open() {
     let d = tmpdir(false);
     let (s, _) = open(d.path());
-    write(&s, 1, 0, &pattern(1, 5000), 1, 1, true).unwrap();
-    write(&s, 2, 0, &pattern(2, 5000), 1, 1, true).unwrap();
-    write(&s, 0x102, 0, &pattern(3, 5000), 1, 1, true).unwrap();
+    // Larger than the in-memory staging limit: made as files, with no journal record that
+    // could restore them.
+    write(&s, 1, 0, &pattern(1, 9000), 1, 1, true).unwrap();
+    write(&s, 2, 0, &pattern(2, 9000), 1, 1, true).unwrap();
+    write(&s, 0x102, 0, &pattern(3, 9000), 1, 1, true).unwrap();
     drop(s);
     flip(&chunk_file(d.path(), 1), 30); // inside the version field
     // A file claiming to be chunk 0x102 under the name of chunk 0x202 is bad too.
@@ -110,5 +112,21 @@ fn a_bad_header_removes_the_replica_at_open() {
     assert_eq!(r.bad_replicas_removed, vec![1, 0x202]);
     assert_eq!(r.replicas, 1);
     assert!(s.info(1).is_none() && !chunk_file(d.path(), 1).exists());
-    assert_eq!(read_all(&s, 2, 1), pattern(2, 5000));
+    assert_eq!(read_all(&s, 2, 1), pattern(2, 9000));
+}
+
+#[test]
+fn a_small_replica_with_a_bad_header_is_restored_from_its_journaled_create() {
+    let d = tmpdir(false);
+    let (s, _) = open(d.path());
+    write(&s, 1, 0, &pattern(1, 5000), 1, 1, true).unwrap();
+    write(&s, 1, 100, &pattern(2, 300), 1, 2, false).unwrap();
+    drop(s);
+    flip(&chunk_file(d.path(), 1), 30);
+    let (s, r) = open(d.path());
+    assert!(r.bad_replicas_removed.is_empty(), "{r:?}");
+    let mut want = pattern(1, 5000);
+    want[100..400].copy_from_slice(&pattern(2, 300));
+    assert_eq!(read_all(&s, 1, 1), want);
+    assert_eq!(s.info(1).unwrap().serial, 2);
 }

@@ -2,7 +2,7 @@
 //! journal tails, leftover staging files.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 use cairn_chunk_store::{CrashPoint, StoreConfig, StoreError};
 
@@ -34,6 +34,33 @@ fn crash_after_journal_sync_is_replayed() {
         assert_eq!(s.info(1).unwrap().serial, 2);
         assert_eq!(read_all(&s, 1, 1), m, "{point:?}");
         assert_eq!(s.verify(1).unwrap(), m.len() as u64);
+    }
+}
+
+#[test]
+fn a_small_new_replica_acknowledged_by_its_journal_record_survives_a_crash() {
+    // The crash comes after the Create record is durable and before the replica file is
+    // written (AfterJournalSync), or while it is being written (MidApply).
+    for point in [CrashPoint::AfterJournalSync, CrashPoint::MidApply] {
+        let d = tmpdir(false);
+        let (s, _) = open(d.path());
+        let data = pattern(7, 5000);
+        s.faults().crash_at(point);
+        assert!(write(&s, 9, 1000, &data, 3, 1, true).is_err(), "{point:?}");
+        drop(s);
+        let (s, r) = open(d.path());
+        assert_eq!(r.journal_records_replayed, 1, "{point:?}");
+        let info = s.info(9).expect("the replica is back");
+        assert_eq!((info.version, info.serial, info.length), (3, 1, 6000));
+        let mut want = vec![0u8; 1000];
+        want.extend_from_slice(&data);
+        assert_eq!(read_all(&s, 9, 3), want, "{point:?}");
+        assert_eq!(s.verify(9).unwrap(), 6000);
+        // A deleted one stays deleted, though its Create record is still in the journal.
+        s.delete(9).unwrap();
+        drop(s);
+        let (s, _) = open(d.path());
+        assert!(s.info(9).is_none() && !chunk_file(d.path(), 9).exists());
     }
 }
 
@@ -79,7 +106,9 @@ fn a_torn_journal_tail_is_cut_and_earlier_commits_survive() {
     drop(s);
     let j = journal_files(d.path());
     assert_eq!(j.len(), 1);
-    let len = fs::metadata(&j[0]).unwrap().len();
+    // The journal is zero-filled ahead: its records end at the last non-zero byte.
+    let bytes = fs::read(&j[0]).unwrap();
+    let len = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
     OpenOptions::new()
         .write(true)
         .open(&j[0])
@@ -97,8 +126,10 @@ fn a_torn_journal_tail_is_cut_and_earlier_commits_survive() {
     model_write(&mut m, 0, &[3; 10]);
     drop(s);
     let j = journal_files(d.path());
-    let mut f = OpenOptions::new().append(true).open(&j[0]).unwrap();
-    f.write_all(&pattern(9, 333)).unwrap();
+    let bytes = fs::read(&j[0]).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let f = OpenOptions::new().write(true).open(&j[0]).unwrap();
+    f.write_all_at(&pattern(9, 333), end).unwrap();
     drop(f);
     let (s, r) = open(d.path());
     assert!(r.torn_tail_cut);

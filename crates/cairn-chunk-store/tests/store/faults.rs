@@ -68,7 +68,8 @@ fn enospc_while_staging_or_committing_damages_nothing() {
     want[..100].fill(9);
     drop(s);
     let (s, r) = open(d.path());
-    assert_eq!(r.journal_records_replayed, 2);
+    // The write and truncate of chunk 1, and chunk 3's journaled Create.
+    assert_eq!(r.journal_records_replayed, 3);
     assert!(!r.torn_tail_cut);
     assert_eq!(read_all(&s, 1, 1), want);
     assert_eq!(read_all(&s, 3, 1), vec![1; 10]);
@@ -96,7 +97,8 @@ fn enospc_in_the_middle_of_a_journal_append_is_cut_back() {
     s.commit_write(st, 1, 3, false).unwrap();
     drop(s);
     let (s, r) = open(d.path());
-    assert_eq!((r.journal_records_replayed, r.torn_tail_cut), (2, false));
+    // Chunk 1's journaled Create, its second write, and the last commit.
+    assert_eq!((r.journal_records_replayed, r.torn_tail_cut), (3, false));
     assert_eq!(read_all(&s, 1, 1), vec![3; 100]);
 }
 
@@ -114,7 +116,8 @@ fn a_failed_journal_sync_discards_the_record() {
     write(&s, 1, 0, &[3; 50], 1, 2, false).unwrap();
     drop(s);
     let (s, r) = open(d.path());
-    assert_eq!(r.journal_records_replayed, 1);
+    // Chunk 1's journaled Create and the retried write; the failed one was discarded.
+    assert_eq!(r.journal_records_replayed, 2);
     let mut want = vec![3; 50];
     want.extend([1; 50]);
     assert_eq!(read_all(&s, 1, 1), want);
