@@ -73,6 +73,21 @@ impl<K: Eq + Hash, V: Clone> Timed<K, V> {
         dropped_fresh
     }
 
+    /// Changes a fresh record in place without renewing its age (so a record another
+    /// mount may have outdated still expires on time); `f` answering false, or a missing
+    /// or expired record, drops it. True if the record was kept.
+    fn update(&self, k: &K, f: impl FnOnce(&mut V) -> bool) -> bool {
+        let mut map = lock(&self.map);
+        let kept = match map.get_mut(k) {
+            Some((v, at)) if at.elapsed() < self.ttl => f(v),
+            _ => false,
+        };
+        if !kept {
+            map.remove(k);
+        }
+        kept
+    }
+
     fn remove(&self, k: &K) {
         lock(&self.map).remove(k);
     }
@@ -96,6 +111,9 @@ pub struct Cache {
     attrs: Timed<u64, Node>,
     entries: Timed<(u64, String), u64>,
     xattrs: Timed<(u64, String), Option<Bytes>>,
+    /// Inodes known to hold no extended attribute at all (files this mount just
+    /// created), so every name reads as absent without a round trip.
+    bare: Timed<u64, ()>,
     scans: Mutex<HashMap<u64, DirScan>>,
     entry_ttl: Duration,
 }
@@ -106,6 +124,7 @@ impl Cache {
             attrs: Timed::new(attr_ttl),
             entries: Timed::new(entry_ttl),
             xattrs: Timed::new(attr_ttl),
+            bare: Timed::new(attr_ttl),
             scans: Mutex::new(HashMap::new()),
             entry_ttl,
         }
@@ -117,6 +136,12 @@ impl Cache {
 
     pub fn put_attr(&self, node: &Node) {
         self.attrs.put(node.attr.inode, node.clone());
+    }
+
+    /// Applies a change this mount made to the cached attributes of `ino` in place
+    /// (`f` answering false drops them); true if they stay cached.
+    pub fn update_attr(&self, ino: u64, f: impl FnOnce(&mut Node) -> bool) -> bool {
+        self.attrs.update(&ino, f)
     }
 
     pub fn forget_attr(&self, ino: u64) {
@@ -145,7 +170,15 @@ impl Cache {
     }
 
     pub fn xattr(&self, ino: u64, name: &str) -> Option<Option<Bytes>> {
-        self.xattrs.get(&(ino, name.to_string()))
+        if let Some(v) = self.xattrs.get(&(ino, name.to_string())) {
+            return Some(v);
+        }
+        self.bare.get(&ino).map(|()| None)
+    }
+
+    /// Records that `ino` holds no extended attribute (it was just created here).
+    pub fn put_no_xattrs(&self, ino: u64) {
+        self.bare.put(ino, ());
     }
 
     pub fn put_xattr(&self, ino: u64, name: &str, value: Option<Bytes>) {
@@ -154,6 +187,7 @@ impl Cache {
 
     /// Drops every cached extended attribute of `ino`.
     pub fn forget_xattrs(&self, ino: u64) {
+        self.bare.remove(&ino);
         self.xattrs.retain(|(i, _)| *i != ino);
     }
 

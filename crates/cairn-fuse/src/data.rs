@@ -241,6 +241,19 @@ impl Core {
         Ok(())
     }
 
+    /// Whether a `close` of `ino` by `owner` has nothing to do: no buffered or in-flight
+    /// writes, no unreported flush error, no POSIX lock of `owner` to release.
+    pub fn flush_is_noop(&self, ino: u64, owner: u64) -> bool {
+        self.files
+            .with_existing(ino, |s| {
+                !s.has_local_data()
+                    && !s.flushing
+                    && s.error.is_none()
+                    && !s.lock_owners.contains(&owner)
+            })
+            .unwrap_or(true)
+    }
+
     /// `close` of one descriptor: flushes, and releases the POSIX locks `owner` holds on
     /// the file (closing any descriptor does that, per POSIX).
     pub async fn flush(&self, ino: u64, owner: u64) -> Result<()> {

@@ -114,14 +114,40 @@ impl Core {
         Ok(node)
     }
 
-    fn created(&self, parent: u64, name: &str, node: &Node) {
+    /// Caches `parent/name -> node` after this mount made that entry (`new`: the command
+    /// surely added it). The parent's cached attributes are brought up to date in place
+    /// rather than dropped: after every change in a directory the kernel re-checks its
+    /// permissions with a getattr, and answering that from the cache saves a master round
+    /// trip per create. The master's command touches the parent (mtime and ctime) at the
+    /// same instant it gives the new entry's inode as ctime, and counts a subdirectory in
+    /// its nlink (`cairn-meta`, `link_entry`); anything else (an entry that may have
+    /// existed, times going backwards) drops the record instead.
+    fn created(&self, parent: u64, name: &str, node: &Node, new: bool) {
         self.cache.put_entry(parent, name, node);
-        self.cache.forget_attr(parent);
+        let t = node.attr.ctime_ns;
+        let is_dir = node.attr.file_type == cairn_client::FileType::Directory;
+        let kept = new
+            && self.cache.update_attr(parent, |p| {
+                let a = &mut p.attr;
+                if t < a.mtime_ns.max(a.ctime_ns) {
+                    return false;
+                }
+                a.mtime_ns = t;
+                a.ctime_ns = t;
+                a.size += 1;
+                if is_dir {
+                    a.nlink += 1;
+                }
+                true
+            });
+        if !kept {
+            self.cache.forget_attr(parent);
+        }
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, n: NewNode) -> Result<Node> {
         let node = self.posix.mkdir_at(parent, name, n).await?;
-        self.created(parent, name, &node);
+        self.created(parent, name, &node, true);
         Ok(node)
     }
 
@@ -134,13 +160,27 @@ impl Core {
         exclusive: bool,
         truncate: bool,
     ) -> Result<(Node, u64)> {
-        let mut node = self.posix.create_at(parent, name, n, exclusive).await?;
+        // The kernel asks to create only after a lookup found no such name, so an
+        // exclusive attempt nearly always succeeds, and then the file is surely new: its
+        // parent's attributes can be updated here and it has no extended attributes (the
+        // kernel asks for `security.capability` at the first write). Only when another
+        // client made the name meanwhile does a plain create follow.
+        let (mut node, new) = match self.posix.create_at(parent, name, n, true).await {
+            Ok(node) => (node, true),
+            Err(err) if !exclusive && err.kind() == Kind::AlreadyExists => {
+                (self.posix.create_at(parent, name, n, false).await?, false)
+            }
+            Err(err) => return Err(err),
+        };
         if truncate && node.attr.size > 0 {
             let attr = self.truncate(node.attr.inode, 0).await?;
             node.attr = attr;
         }
-        self.created(parent, name, &node);
+        self.created(parent, name, &node, new);
         let ino = node.attr.inode;
+        if new {
+            self.cache.put_no_xattrs(ino);
+        }
         self.files.with(ino, |s| {
             if !s.has_local_data() {
                 s.size = node.attr.size;
@@ -161,19 +201,19 @@ impl Core {
         n: NewNode,
     ) -> Result<Node> {
         let node = self.posix.mknod_at(parent, name, kind, rdev, n).await?;
-        self.created(parent, name, &node);
+        self.created(parent, name, &node, true);
         Ok(node)
     }
 
     pub async fn symlink(&self, parent: u64, name: &str, target: &str, n: NewNode) -> Result<Node> {
         let node = self.posix.symlink_at(parent, name, target, n).await?;
-        self.created(parent, name, &node);
+        self.created(parent, name, &node, true);
         Ok(node)
     }
 
     pub async fn link(&self, ino: u64, parent: u64, name: &str) -> Result<Node> {
         let node = self.posix.link_at(ino, parent, name).await?;
-        self.created(parent, name, &node);
+        self.created(parent, name, &node, true);
         Ok(node)
     }
 

@@ -57,17 +57,17 @@ impl CairnFs {
         let Ok(name) = name_str(name) else {
             return reply.error(Errno::from_i32(libc::ERANGE));
         };
+        // Answered at once from the cache when it can be (the kernel asks every new file
+        // for `security.capability` at its first write): a task switch costs more.
+        if let Some(v) = self.core.cache.xattr(ino.0, name) {
+            return answer_xattr(v, size, reply);
+        }
         let name = name.to_string();
         spawn!(
             self,
             reply,
             |core| async move { core.getxattr(ino.0, &name).await.map_err(e) },
-            |v| match v {
-                None => reply.error(Errno::from_i32(libc::ENODATA)),
-                Some(v) if size == 0 => reply.size(v.len() as u32),
-                Some(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
-                Some(v) => reply.data(&v),
-            }
+            |v| answer_xattr(v, size, reply)
         );
     }
 
@@ -177,5 +177,16 @@ impl CairnFs {
                 reply.error(Errno::from_i32(libc::EOPNOTSUPP))
             }
         );
+    }
+}
+
+/// Answers a getxattr with `value` (`None`: absent) for a buffer of `size` bytes (0: the
+/// caller asks for the length).
+fn answer_xattr(value: Option<bytes::Bytes>, size: u32, reply: ReplyXattr) {
+    match value {
+        None => reply.error(Errno::from_i32(libc::ENODATA)),
+        Some(v) if size == 0 => reply.size(v.len() as u32),
+        Some(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+        Some(v) => reply.data(&v),
     }
 }
