@@ -33,7 +33,7 @@ use crate::record::{
 };
 
 /// Zeros written ahead of the append position, in steps of this size.
-const PREALLOC_STEP: u64 = 8 << 20;
+const PREALLOC_STEP: u64 = 2 << 20;
 
 /// Writes zeros over `from..to`.
 fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
@@ -45,6 +45,15 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
         at += n as u64;
     }
     Ok(())
+}
+
+/// Writes zeros from `from` towards `want` as far as the disk allows (a nearly full disk
+/// must still take journal records, just without zeros ahead); answers where they end.
+fn zeros_ahead(file: &File, from: u64, want: u64) -> u64 {
+    match zero_fill(file, from, want) {
+        Ok(()) => want,
+        Err(_) => file.metadata().map_or(from, |m| m.len().max(from)),
+    }
 }
 
 /// A record's place in the journal, to wait for its durability.
@@ -98,7 +107,7 @@ pub(crate) fn parse_journal_name(name: &str) -> Option<u64> {
 }
 
 /// Creates journal file `seq` holding only its header, durably (file and directory entry).
-fn create_file(dir: &Path, seq: u64, first_lsn: u64, faults: &Faults) -> io::Result<File> {
+fn create_file(dir: &Path, seq: u64, first_lsn: u64, faults: &Faults) -> io::Result<(File, u64)> {
     let path = journal_path(dir, seq);
     let file = OpenOptions::new()
         .read(true)
@@ -107,10 +116,10 @@ fn create_file(dir: &Path, seq: u64, first_lsn: u64, faults: &Faults) -> io::Res
         .truncate(true)
         .open(&path)?;
     file.write_all_at(&encode_file_header(seq, first_lsn), 0)?;
-    zero_fill(&file, FILE_HEADER_LEN, PREALLOC_STEP)?;
+    let alloc_end = zeros_ahead(&file, FILE_HEADER_LEN, PREALLOC_STEP);
     faults.sync_data(&file)?;
     fsync_dir(dir)?;
-    Ok(file)
+    Ok((file, alloc_end))
 }
 
 impl Journal {
@@ -121,7 +130,7 @@ impl Journal {
         first_lsn: u64,
         faults: Arc<Faults>,
     ) -> io::Result<Journal> {
-        let file = create_file(dir, seq, first_lsn, &faults)?;
+        let (file, alloc_end) = create_file(dir, seq, first_lsn, &faults)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
             faults,
@@ -130,7 +139,7 @@ impl Journal {
                 seq,
                 next_lsn: first_lsn,
                 write_pos: FILE_HEADER_LEN,
-                alloc_end: PREALLOC_STEP,
+                alloc_end,
                 synced_upto: FILE_HEADER_LEN,
                 synced_next_lsn: first_lsn,
                 syncing: false,
@@ -174,9 +183,7 @@ impl Journal {
         let need = start + RECORD_HEADER_LEN + payload.map_or(0, |p| p.len());
         if need > st.alloc_end {
             // The sync of this append makes the new zeros (and the new size) durable too.
-            let end = need + PREALLOC_STEP;
-            zero_fill(&st.file, st.alloc_end, end)?;
-            st.alloc_end = end;
+            st.alloc_end = zeros_ahead(&st.file, st.alloc_end, need + PREALLOC_STEP);
         }
         match write_record(&st.file, start, rec, payload) {
             Ok(end) => {
@@ -189,7 +196,12 @@ impl Journal {
                 })
             }
             Err(e) => {
-                if let Err(cut) = zero_fill(&st.file, start, need) {
+                // Zeros where the record began, within the space written ahead, and no
+                // byte past that space (a full disk may have left part of the record there).
+                let keep = st.alloc_end.max(start);
+                let cut =
+                    zero_fill(&st.file, start, need.min(keep)).and_then(|()| st.file.set_len(keep));
+                if let Err(cut) = cut {
                     st.broken = Some(format!("cannot cut a failed append: {cut}"));
                 }
                 Err(e)
@@ -251,11 +263,11 @@ impl Journal {
             return Err(io::Error::other("journal rotation with records in flight"));
         }
         let seq = st.seq + 1;
-        let file = create_file(&self.dir, seq, st.next_lsn, &self.faults)?;
+        let (file, alloc_end) = create_file(&self.dir, seq, st.next_lsn, &self.faults)?;
         st.file = Arc::new(file);
         st.seq = seq;
         st.write_pos = FILE_HEADER_LEN;
-        st.alloc_end = PREALLOC_STEP;
+        st.alloc_end = alloc_end;
         st.synced_upto = FILE_HEADER_LEN;
         st.synced_next_lsn = st.next_lsn;
         drop(st);
