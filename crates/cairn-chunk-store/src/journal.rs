@@ -181,12 +181,13 @@ impl Journal {
         rec.lsn = st.next_lsn;
         let start = st.write_pos;
         let need = start + RECORD_HEADER_LEN + payload.map_or(0, |p| p.len());
-        if need > st.alloc_end {
-            // The sync of this append makes the new zeros (and the new size) durable too.
-            st.alloc_end = zeros_ahead(&st.file, st.alloc_end, need + PREALLOC_STEP);
-        }
         match write_record(&st.file, start, rec, payload) {
             Ok(end) => {
+                if end > st.alloc_end {
+                    // Zeros go after the record, never under it (a large record would
+                    // be written twice); this append's sync makes them durable too.
+                    st.alloc_end = zeros_ahead(&st.file, end, end + PREALLOC_STEP);
+                }
                 st.write_pos = end;
                 st.next_lsn += 1;
                 self.records.fetch_add(1, Ordering::Relaxed);
