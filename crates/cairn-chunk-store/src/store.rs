@@ -382,6 +382,15 @@ impl ChunkStore {
         res
     }
 
+    /// Marks a replica whose apply failed after its record became durable: it awaits
+    /// replay at the next open, and the journal is kept until then.
+    fn poison(&self, st: &mut SlotState) {
+        if !self.faults.halted() && !st.poisoned {
+            st.poisoned = true;
+            self.poisoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     fn unpoison(&self, st: &mut SlotState) {
         if st.poisoned {
             st.poisoned = false;

@@ -16,7 +16,6 @@
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::{ChunkStore, SlotState, check_poisoned, read};
 use crate::faults::{CrashPoint, lock};
@@ -130,10 +129,7 @@ impl ChunkStore {
             }
             Err(e) => {
                 // The record is durable; replay at the next open makes the replica.
-                if !self.faults.halted() && !st.poisoned {
-                    st.poisoned = true;
-                    self.poisoned.fetch_add(1, Ordering::SeqCst);
-                }
+                self.poison(st);
                 Err(e.into())
             }
         }
@@ -320,10 +316,7 @@ impl ChunkStore {
                 Ok(h.info())
             }
             Err(e) => {
-                if !self.faults.halted() && !st.poisoned {
-                    st.poisoned = true;
-                    self.poisoned.fetch_add(1, Ordering::SeqCst);
-                }
+                self.poison(st);
                 Err(e.into())
             }
         }
