@@ -21,7 +21,7 @@
 //!   and no checkpoint runs until the store is reopened, which replays it, or a re-replication
 //!   [`ChunkStore::install`] replaces it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,8 +53,9 @@ pub struct ChunkStore {
     journal: Journal,
     slots: Mutex<HashMap<u64, Entry>>,
     gate: RwLock<()>,
-    /// Chunks changed in place since the last checkpoint (to sync before the journal goes).
-    touched: Mutex<HashSet<u64>>,
+    /// Chunks changed since the last checkpoint (to sync before the journal goes), and
+    /// whether their directory entry changed too (a journaled create or delete).
+    touched: Mutex<HashMap<u64, bool>>,
     poisoned: AtomicUsize,
     rotating: AtomicBool,
     rotations: AtomicU64,
@@ -145,7 +146,7 @@ impl ChunkStore {
             journal: rec.journal,
             slots: Mutex::new(slots),
             gate: RwLock::new(()),
-            touched: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashMap::new()),
             poisoned: AtomicUsize::new(0),
             rotating: AtomicBool::new(false),
             rotations: AtomicU64::new(0),
@@ -274,7 +275,7 @@ impl ChunkStore {
             };
             let ticket = self.journal.append(&mut rec, None)?;
             self.journal.wait_durable(ticket)?;
-            lock(&self.touched).insert(chunk_id);
+            lock(&self.touched).insert(chunk_id, true);
             let path = chunk_path(&self.chunks_dir, chunk_id);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -420,19 +421,21 @@ impl ChunkStore {
     /// Syncs the touched replicas and rotates the journal; the caller holds `gate` for
     /// writing, so no record is in flight.
     fn checkpoint_locked(&self) -> io::Result<()> {
-        let ids: Vec<u64> = lock(&self.touched).drain().collect();
+        let ids: Vec<(u64, bool)> = lock(&self.touched).drain().collect();
         let res = (|| {
             let mut dirs = Vec::new();
-            for &id in &ids {
+            for &(id, entry_changed) in &ids {
                 let path = chunk_path(&self.chunks_dir, id);
                 match File::open(&path) {
                     Ok(f) => self.faults.sync_data(&f)?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
-                dirs.extend(path.parent().map(Path::to_path_buf));
+                if entry_changed {
+                    dirs.extend(path.parent().map(Path::to_path_buf));
+                }
             }
-            // Replicas made by journaled creates have directory entries to make durable.
+            // Journaled creates and deletes have directory entries to make durable.
             dirs.sort();
             dirs.dedup();
             for d in dirs {
@@ -444,7 +447,12 @@ impl ChunkStore {
             Ok(()) => {
                 self.rotations.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => lock(&self.touched).extend(ids),
+            Err(_) => {
+                let mut t = lock(&self.touched);
+                for (id, entry_changed) in ids {
+                    *t.entry(id).or_insert(false) |= entry_changed;
+                }
+            }
         }
         res
     }

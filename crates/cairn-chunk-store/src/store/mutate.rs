@@ -119,7 +119,7 @@ impl ChunkStore {
         let ticket = self.journal.append(&mut rec, Some(payload))?;
         self.journal.wait_durable(ticket)?;
         self.faults.crash_point(CrashPoint::AfterJournalSync)?;
-        lock(&self.touched).insert(id);
+        lock(&self.touched).insert(id, true);
         let path = chunk_path(&self.chunks_dir, id);
         match create(&path, &rec, staged.layout, Some(payload), &self.faults) {
             Ok((_, h)) => {
@@ -309,7 +309,7 @@ impl ChunkStore {
         let ticket = self.journal.append(&mut rec, payload)?;
         self.journal.wait_durable(ticket)?;
         self.faults.crash_point(CrashPoint::AfterJournalSync)?;
-        lock(&self.touched).insert(id);
+        lock(&self.touched).entry(id).or_insert(false);
         match apply(&file, base, &rec, payload, &self.faults) {
             Ok(h) => {
                 st.header = Some(h);
