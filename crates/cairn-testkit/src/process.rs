@@ -168,7 +168,9 @@ impl ProcessCluster {
         for _ in 0..n {
             cluster.spawn_chunkserver(None)?;
         }
-        cluster.wait_for_servers(n, Duration::from_secs(30)).await?;
+        // Generous: under the full suite, other tests' fsync-heavy writes share this disk,
+        // and a chunk server's first start syncs its new store (seen to take over 30 s).
+        cluster.wait_for_servers(n, Duration::from_secs(90)).await?;
         Ok(cluster)
     }
 
@@ -299,16 +301,25 @@ impl ProcessCluster {
         cfg.deadline = Duration::from_secs(2);
         cfg.attempt_timeout = Duration::from_secs(1);
         let client = cairn_client::Client::connect(cfg).await?;
+        let last = std::sync::Mutex::new(String::from("no status answered"));
         crate::wait_until(timeout, "chunk servers to register", || async {
-            match client.status().await {
-                Ok(s) => {
-                    s.servers.iter().filter(|v| v.state == "alive").count() >= n && !s.safe_mode
-                }
-                Err(_) => false,
+            let seen = client.status().await;
+            let done = seen.as_ref().is_ok_and(|s| {
+                s.servers.iter().filter(|v| v.state == "alive").count() >= n && !s.safe_mode
+            });
+            if let Ok(mut l) = last.lock() {
+                *l = match seen {
+                    Ok(s) => format!("servers {:?}, safe mode {}", s.servers, s.safe_mode),
+                    Err(e) => format!("status failed: {e}"),
+                };
             }
+            done
         })
         .await
-        .with_context(|| format!("logs in {}", self.dir.path().display()))
+        .with_context(|| {
+            let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+            format!("last: {last}; logs in {}", self.dir.path().display())
+        })
     }
 }
 
