@@ -66,6 +66,11 @@ impl Node {
     }
 }
 
+/// A node the master may leave out of an answer (an older master, or one that is gone).
+fn optional_node(n: Option<pb::Node>) -> Result<Option<Node>> {
+    n.map(|n| Node::from_pb(Some(n))).transpose()
+}
+
 /// Owner and permission bits of a new node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewNode {
@@ -309,7 +314,9 @@ impl Posix {
     }
 
     /// Removes a non-directory entry; the inode goes with its last name.
-    pub async fn unlink_at(&self, parent: u64, name: &str) -> Result<()> {
+    ///
+    /// Answers the parent directory as the removal left it (None if it is gone already).
+    pub async fn unlink_at(&self, parent: u64, name: &str) -> Result<Option<Node>> {
         let r = pb::UnlinkAtRequest {
             req: self.req(),
             parent,
@@ -317,23 +324,24 @@ impl Posix {
             session_id: self.inner.session_id(),
         };
         let m = &self.inner.master;
-        m.call_on("unlink", &m.fs, fs_rpc!(unlink_at, r)).await?;
-        Ok(())
+        let resp = m.call_on("unlink", &m.fs, fs_rpc!(unlink_at, r)).await?;
+        optional_node(resp.parent)
     }
 
-    /// Removes an empty directory.
-    pub async fn rmdir_at(&self, parent: u64, name: &str) -> Result<()> {
+    /// Removes an empty directory; answers its parent as the removal left it.
+    pub async fn rmdir_at(&self, parent: u64, name: &str) -> Result<Option<Node>> {
         let r = pb::RmdirAtRequest {
             req: self.req(),
             parent,
             name: name.to_string(),
         };
         let m = &self.inner.master;
-        m.call_on("rmdir", &m.fs, fs_rpc!(rmdir_at, r)).await?;
-        Ok(())
+        let resp = m.call_on("rmdir", &m.fs, fs_rpc!(rmdir_at, r)).await?;
+        optional_node(resp.parent)
     }
 
-    /// Renames `parent/name` to `new_parent/new_name` atomically.
+    /// Renames `parent/name` to `new_parent/new_name` atomically; answers both parent
+    /// directories as the rename left them.
     pub async fn rename_at(
         &self,
         parent: u64,
@@ -341,7 +349,7 @@ impl Posix {
         new_parent: u64,
         new_name: &str,
         flags: RenameFlags,
-    ) -> Result<()> {
+    ) -> Result<(Option<Node>, Option<Node>)> {
         let r = pb::RenameAtRequest {
             req: self.req(),
             parent,
@@ -353,8 +361,8 @@ impl Posix {
             session_id: self.inner.session_id(),
         };
         let m = &self.inner.master;
-        m.call_on("rename", &m.fs, fs_rpc!(rename_at, r)).await?;
-        Ok(())
+        let resp = m.call_on("rename", &m.fs, fs_rpc!(rename_at, r)).await?;
+        Ok((optional_node(resp.parent)?, optional_node(resp.new_parent)?))
     }
 
     /// Entries of directory `inode` with names after `start_after`, at most `limit` (0: the

@@ -165,6 +165,32 @@ impl Cache {
         self.put_attr(node);
     }
 
+    /// Mirrors a rename this mount made when the names it needs are cached: the entry
+    /// moves (for an exchange, the two swap), so a complete listing of either directory
+    /// stays complete. False if it could not be mirrored; the caller forgets instead.
+    pub fn move_entry(&self, from: (u64, &str), to: (u64, &str), exchange: bool) -> bool {
+        let Some(moved) = self.entry(from.0, from.1) else {
+            return false;
+        };
+        let from_key = (from.0, from.1.to_string());
+        if exchange {
+            let Some(other) = self.entry(to.0, to.1) else {
+                return false;
+            };
+            self.put_ino(from_key, other);
+        } else {
+            self.entries.remove(&from_key);
+        }
+        self.put_ino((to.0, to.1.to_string()), moved);
+        true
+    }
+
+    fn put_ino(&self, key: (u64, String), ino: u64) {
+        if self.entries.put(key, ino) {
+            lock(&self.scans).clear();
+        }
+    }
+
     pub fn forget_entry(&self, parent: u64, name: &str) {
         self.entries.remove(&(parent, name.to_string()));
     }
@@ -282,5 +308,32 @@ mod tests {
         assert!(!cache.listed(1), "listing outlived an entry it put");
         cache.unlist(1);
         assert!(!cache.listed(1));
+    }
+
+    #[test]
+    fn a_mirrored_rename_moves_or_swaps_entries_and_keeps_listings() {
+        let ttl = Duration::from_secs(60);
+        let cache = Cache::new(ttl, ttl);
+        while !cache.note_miss(1) {}
+        cache.put_entry(1, "a", &node(5));
+        cache.put_entry(1, "b", &node(6));
+        cache.set_listed(1, Instant::now());
+        assert!(cache.move_entry((1, "a"), (2, "c"), false));
+        assert_eq!(cache.entry(1, "a"), None);
+        assert_eq!(cache.entry(2, "c"), Some(5));
+        assert!(cache.listed(1), "a mirrored rename kept the listing");
+        assert!(cache.move_entry((1, "b"), (2, "c"), true));
+        assert_eq!(
+            (cache.entry(1, "b"), cache.entry(2, "c")),
+            (Some(5), Some(6))
+        );
+        // What is not cached cannot be mirrored: the caller must forget instead.
+        assert!(!cache.move_entry((1, "zz"), (1, "y"), false));
+        assert!(!cache.move_entry((1, "b"), (1, "unknown"), true));
+        assert_eq!(
+            cache.entry(1, "b"),
+            Some(5),
+            "a refused exchange changed nothing"
+        );
     }
 }

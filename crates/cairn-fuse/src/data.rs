@@ -288,8 +288,9 @@ impl Core {
         if let Some((ino, 0)) = self.files.close(fh) {
             let hidden = self.files.with(ino, |s| s.hidden.take());
             if let Some((parent, name)) = hidden {
-                self.posix.unlink_at(parent, &name).await?;
+                let dir = self.posix.unlink_at(parent, &name).await?;
                 self.cache.forget_entry(parent, &name);
+                self.changed_dir(parent, dir);
                 self.cache.forget_attr(ino);
             }
         }

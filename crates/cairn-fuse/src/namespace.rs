@@ -228,7 +228,7 @@ impl Core {
             None => None,
         };
         let open = ino.is_some_and(|i| self.files.is_open(i));
-        match ino {
+        let dir = match ino {
             Some(ino) if open => {
                 let hidden = format!("{HIDDEN_PREFIX}{ino:x}");
                 let already = self.files.with(ino, |s| s.hidden.clone());
@@ -240,29 +240,40 @@ impl Core {
                             no_replace: true,
                             exchange: false,
                         };
-                        self.posix
+                        let (dir, _) = self
+                            .posix
                             .rename_at(parent, name, parent, &hidden, flags)
                             .await?;
                         self.files
                             .with(ino, |s| s.hidden = Some((parent, hidden.clone())));
+                        dir
                     }
                 }
             }
             _ => self.posix.unlink_at(parent, name).await?,
-        }
+        };
         self.cache.forget_entry(parent, name);
-        self.cache.forget_attr(parent);
+        self.changed_dir(parent, dir);
         if let Some(ino) = ino {
             self.cache.forget_attr(ino);
         }
         Ok(())
     }
 
+    /// Takes a directory's attributes from the answer to a change in it (the kernel asks
+    /// for them next), or forgets them if the master sent none.
+    pub(crate) fn changed_dir(&self, dir: u64, node: Option<Node>) {
+        match node {
+            Some(n) if n.attr.inode == dir => self.cache.put_attr(&n),
+            _ => self.cache.forget_attr(dir),
+        }
+    }
+
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         let ino = self.cache.entry(parent, name);
-        self.posix.rmdir_at(parent, name).await?;
+        let dir = self.posix.rmdir_at(parent, name).await?;
         self.cache.forget_entry(parent, name);
-        self.cache.forget_attr(parent);
+        self.changed_dir(parent, dir);
         if let Some(ino) = ino {
             self.cache.forget_attr(ino);
             self.cache.unlist(ino);
@@ -282,14 +293,23 @@ impl Core {
             self.cache.entry(parent, name),
             self.cache.entry(new_parent, new_name),
         ];
-        self.posix
+        let dirs = self
+            .posix
             .rename_at(parent, name, new_parent, new_name, flags)
             .await?;
-        for (dir, n) in [(parent, name), (new_parent, new_name)] {
-            self.cache.forget_entry(dir, n);
-            self.cache.forget_attr(dir);
-            self.cache.unlist(dir);
+        // Mirroring the move keeps a listing of either directory complete, so the next
+        // lookup of a new name there needs no round trip (a run of `mv`s stays fast).
+        if !self
+            .cache
+            .move_entry((parent, name), (new_parent, new_name), flags.exchange)
+        {
+            for (dir, n) in [(parent, name), (new_parent, new_name)] {
+                self.cache.forget_entry(dir, n);
+                self.cache.unlist(dir);
+            }
         }
+        self.changed_dir(parent, dirs.0);
+        self.changed_dir(new_parent, dirs.1);
         for ino in moved.into_iter().flatten() {
             self.cache.forget_attr(ino);
         }

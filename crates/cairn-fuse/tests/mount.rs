@@ -394,8 +394,36 @@ async fn many_files_in_one_directory() -> anyhow::Result<()> {
                     fs::metadata(p).with_context(|| format!("stat {}", p.display()))?;
                 }
             }
-            for p in &names {
+            // Renames in a directory the mount has listed whole: the mount mirrors each
+            // move in its cache, so old names must be gone and new ones found at once.
+            let renamed: Vec<PathBuf> = (0..names.len())
+                .map(|i| d.join(format!("g{i:05}")))
+                .collect();
+            let before = fs::metadata(&d)?.modified()?;
+            for (p, q) in names.iter().zip(&renamed) {
+                fs::rename(p, q).with_context(|| format!("rename {}", p.display()))?;
+                ensure!(!p.exists(), "{} still there after its rename", p.display());
+                ensure!(q.is_file(), "{} missing after the rename", q.display());
+            }
+            ensure!(
+                fs::metadata(&d)?.modified()? > before,
+                "the directory's mtime did not move with renames in it"
+            );
+            let mut listed: Vec<String> = fs::read_dir(&d)?
+                .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+                .collect::<anyhow::Result<_>>()?;
+            listed.sort();
+            let want: Vec<String> = (0..names.len()).map(|i| format!("g{i:05}")).collect();
+            ensure!(listed == want, "listing after renames differs");
+            for p in &renamed {
+                let before = fs::metadata(&d)?.modified()?;
                 fs::remove_file(p).with_context(|| format!("unlink {}", p.display()))?;
+                // The parent's attributes come from the unlink's answer: they must be new.
+                let after = fs::metadata(&d)?;
+                ensure!(
+                    after.modified()? >= before,
+                    "the directory's mtime went back after an unlink"
+                );
             }
             ensure!(fs::read_dir(&d)?.next().is_none(), "files left behind");
             fs::remove_dir(&d)?;

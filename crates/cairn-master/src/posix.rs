@@ -284,14 +284,15 @@ impl Master {
         parent: InodeId,
         name: String,
         session_id: u64,
-    ) -> Result<(), MasterError> {
+    ) -> Result<Option<pb::Node>, MasterError> {
         let cmd = MetaCommand::UnlinkAt {
             parent,
             name,
             session: session(session_id),
             now_ns: now_ns(),
         };
-        self.propose_settled(req, cmd).await
+        self.propose_settled(req, cmd).await?;
+        Ok(self.dir_node(parent))
     }
 
     pub async fn fs_rmdir_at(
@@ -299,20 +300,22 @@ impl Master {
         req: Option<RequestId>,
         parent: InodeId,
         name: String,
-    ) -> Result<(), MasterError> {
+    ) -> Result<Option<pb::Node>, MasterError> {
         let cmd = MetaCommand::RmdirAt {
             parent,
             name,
             now_ns: now_ns(),
         };
-        self.propose_settled(req, cmd).await
+        self.propose_settled(req, cmd).await?;
+        Ok(self.dir_node(parent))
     }
 
     pub async fn fs_rename_at(
         &self,
         req: Option<RequestId>,
         r: pb::RenameAtRequest,
-    ) -> Result<(), MasterError> {
+    ) -> Result<pb::RenameAtResponse, MasterError> {
+        let (parent, new_parent) = (r.parent, r.new_parent);
         let cmd = MetaCommand::RenameAt {
             parent: r.parent,
             name: r.name,
@@ -323,7 +326,19 @@ impl Master {
             session: session(r.session_id),
             now_ns: now_ns(),
         };
-        self.propose_settled(req, cmd).await
+        self.propose_settled(req, cmd).await?;
+        Ok(pb::RenameAtResponse {
+            parent: self.dir_node(parent),
+            new_parent: self.dir_node(new_parent),
+        })
+    }
+
+    /// A directory's node as it is now, for answers that changed it (absent if it is gone:
+    /// another request may have removed it since).
+    fn dir_node(&self, dir: InodeId) -> Option<pb::Node> {
+        let meta = self.meta.read();
+        let attr = meta.attr(dir).ok()?;
+        Some(node_of(&meta, &attr))
     }
 
     pub fn fs_read_dir(&self, r: &pb::ReadDirRequest) -> Result<pb::ReadDirResponse, MasterError> {

@@ -158,10 +158,11 @@ impl FileSystem for FsService {
         req: Request<pb::UnlinkAtRequest>,
     ) -> Result<Response<pb::UnlinkAtResponse>, Status> {
         let r = req.into_inner();
-        self.master
+        let parent = self
+            .master
             .fs_unlink_at(request_id(r.req), r.parent, r.name, r.session_id)
             .await?;
-        Ok(Response::new(pb::UnlinkAtResponse {}))
+        Ok(Response::new(pb::UnlinkAtResponse { parent }))
     }
 
     async fn rmdir_at(
@@ -169,10 +170,11 @@ impl FileSystem for FsService {
         req: Request<pb::RmdirAtRequest>,
     ) -> Result<Response<pb::RmdirAtResponse>, Status> {
         let r = req.into_inner();
-        self.master
+        let parent = self
+            .master
             .fs_rmdir_at(request_id(r.req), r.parent, r.name)
             .await?;
-        Ok(Response::new(pb::RmdirAtResponse {}))
+        Ok(Response::new(pb::RmdirAtResponse { parent }))
     }
 
     async fn rename_at(
@@ -181,8 +183,7 @@ impl FileSystem for FsService {
     ) -> Result<Response<pb::RenameAtResponse>, Status> {
         let mut r = req.into_inner();
         let id = request_id(r.req.take());
-        self.master.fs_rename_at(id, r).await?;
-        Ok(Response::new(pb::RenameAtResponse {}))
+        Ok(Response::new(self.master.fs_rename_at(id, r).await?))
     }
 
     async fn read_dir(
