@@ -226,6 +226,25 @@ impl ChunkStore {
         read_verified(&file, &h, offset, buf).map_err(|e| read_fail(chunk_id, e))
     }
 
+    /// Checks that the replica's header on disk is intact and matches the store's (reads
+    /// use the one in memory, so only this, `verify` and a restart look at it).
+    pub fn check_header(&self, chunk_id: u64) -> Result<(), StoreError> {
+        self.faults.check_alive()?;
+        let slot = self
+            .slot(chunk_id, false)
+            .ok_or(StoreError::NotFound(chunk_id))?;
+        let st = read(&slot.state);
+        let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
+        check_poisoned(chunk_id, &st)?;
+        self.header_on_disk_matches(chunk_id, &h)
+    }
+
+    /// Call with the slot's read lock held (see [`check_header_on_disk`]).
+    fn header_on_disk_matches(&self, chunk_id: u64, h: &ReplicaHeader) -> Result<(), StoreError> {
+        let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
+        check_header_on_disk(&file, h).map_err(|e| read_fail(chunk_id, e))
+    }
+
     /// Re-verifies every block of a replica (for the scrubber, which paces the calls).
     /// Returns the bytes verified. The chunk lock is re-taken per 1 MiB, so writers are not
     /// held up for the whole replica.
@@ -240,6 +259,9 @@ impl ChunkStore {
             let st = read(&slot.state);
             let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
             check_poisoned(chunk_id, &st)?;
+            if pos == 0 {
+                self.header_on_disk_matches(chunk_id, &h)?;
+            }
             if pos >= h.length {
                 return Ok(pos);
             }
@@ -465,6 +487,24 @@ fn check_poisoned(chunk_id: u64, st: &SlotState) -> Result<(), StoreError> {
         ))))
     } else {
         Ok(())
+    }
+}
+
+/// Reads a replica's header back from disk and checks it against the one in memory. Reads
+/// never look at the on-disk header (the store keeps it in memory), so without this a
+/// damaged header would go unnoticed until the next restart drops the replica. Called
+/// under the slot's read lock: every header write happens under its write lock, and a
+/// replica whose apply failed midway is poisoned (and refused) before this is reached.
+fn check_header_on_disk(file: &File, h: &ReplicaHeader) -> Result<(), ReadFail> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; crate::format::HEADER_LEN as usize];
+    file.read_exact_at(&mut b, 0).map_err(ReadFail::Io)?;
+    match ReplicaHeader::decode(&b) {
+        Ok(disk) if disk == *h => Ok(()),
+        Ok(disk) => Err(ReadFail::Corrupt(format!(
+            "header on disk {disk:?} differs from the replica's {h:?}"
+        ))),
+        Err(e) => Err(ReadFail::Corrupt(format!("header: {e}"))),
     }
 }
 

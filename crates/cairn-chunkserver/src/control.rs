@@ -34,6 +34,7 @@ impl ChunkServer {
         let info = self.store.info(chunk_id).ok_or_else(missing)?;
         let store = self.store.clone();
         let checksum = spawn_blocking(move || {
+            store.check_header(chunk_id)?;
             let mut buf = vec![0u8; cairn_proto::DATA_PIECE_BYTES];
             let mut crc = 0u32;
             let mut at = 0u64;

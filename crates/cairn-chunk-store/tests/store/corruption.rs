@@ -130,3 +130,31 @@ fn a_small_replica_with_a_bad_header_is_restored_from_its_journaled_create() {
     assert_eq!(read_all(&s, 1, 1), want);
     assert_eq!(s.info(1).unwrap().serial, 2);
 }
+
+#[test]
+fn a_damaged_header_fails_verification_while_reads_stay_correct() {
+    for (n, len) in [(1u64, 10_000usize), (2, 0)] {
+        let d = tmpdir(false);
+        let (s, _) = open(d.path());
+        let data = pattern(n, len);
+        write(&s, n, 0, &data, 1, 1, true).unwrap();
+        assert_eq!(
+            s.verify(n).unwrap(),
+            len as u64,
+            "an intact replica verifies"
+        );
+        s.check_header(n).unwrap();
+        // A byte the header's CRC covers (the replica's length field).
+        flip(&chunk_file(d.path(), n), 33);
+        let err = s.verify(n).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { chunk_id, .. } if chunk_id == n),
+            "{err}"
+        );
+        assert!(matches!(s.check_header(n), Err(StoreError::Corrupt { .. })));
+        // Reads use the header the store holds in memory: still the right bytes.
+        let mut buf = vec![0u8; len];
+        assert_eq!(s.read(n, 1, 0, &mut buf).unwrap(), len);
+        assert_eq!(buf, data);
+    }
+}
