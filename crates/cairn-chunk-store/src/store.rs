@@ -208,6 +208,26 @@ impl ChunkStore {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, StoreError> {
+        self.with_live_header(chunk_id, |h| {
+            if h.version != version {
+                return Err(StoreError::Stale {
+                    chunk_id,
+                    have: h.version,
+                    want: version,
+                });
+            }
+            let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
+            read_verified(&file, h, offset, buf).map_err(|e| read_fail(chunk_id, e))
+        })
+    }
+
+    /// Runs `f` with the header of a live, unpoisoned replica, under its slot's read lock
+    /// (no mutation of the replica runs meanwhile).
+    fn with_live_header<R>(
+        &self,
+        chunk_id: u64,
+        f: impl FnOnce(&ReplicaHeader) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         self.faults.check_alive()?;
         let slot = self
             .slot(chunk_id, false)
@@ -215,31 +235,17 @@ impl ChunkStore {
         let st = read(&slot.state);
         let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
         check_poisoned(chunk_id, &st)?;
-        if h.version != version {
-            return Err(StoreError::Stale {
-                chunk_id,
-                have: h.version,
-                want: version,
-            });
-        }
-        let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
-        read_verified(&file, &h, offset, buf).map_err(|e| read_fail(chunk_id, e))
+        f(&h)
     }
 
     /// Checks that the replica's header on disk is intact and matches the store's (reads
     /// use the one in memory, so only this, `verify` and a restart look at it).
     pub fn check_header(&self, chunk_id: u64) -> Result<(), StoreError> {
-        self.faults.check_alive()?;
-        let slot = self
-            .slot(chunk_id, false)
-            .ok_or(StoreError::NotFound(chunk_id))?;
-        let st = read(&slot.state);
-        let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
-        check_poisoned(chunk_id, &st)?;
-        self.header_on_disk_matches(chunk_id, &h)
+        self.with_live_header(chunk_id, |h| self.header_on_disk_matches(chunk_id, h))
     }
 
-    /// Call with the slot's read lock held (see [`check_header_on_disk`]).
+    /// Call under the slot's read lock, from [`ChunkStore::with_live_header`] (see
+    /// [`check_header_on_disk`]).
     fn header_on_disk_matches(&self, chunk_id: u64, h: &ReplicaHeader) -> Result<(), StoreError> {
         let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
         check_header_on_disk(&file, h).map_err(|e| read_fail(chunk_id, e))
@@ -252,25 +258,25 @@ impl ChunkStore {
         let mut buf = Vec::new();
         let mut pos = 0;
         loop {
-            self.faults.check_alive()?;
-            let slot = self
-                .slot(chunk_id, false)
-                .ok_or(StoreError::NotFound(chunk_id))?;
-            let st = read(&slot.state);
-            let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
-            check_poisoned(chunk_id, &st)?;
-            if pos == 0 {
-                self.header_on_disk_matches(chunk_id, &h)?;
+            let step = self.with_live_header(chunk_id, |h| {
+                if pos == 0 {
+                    self.header_on_disk_matches(chunk_id, h)?;
+                }
+                if pos >= h.length {
+                    return Ok(None);
+                }
+                let bs = h.layout.block_size();
+                let window = VERIFY_WINDOW.div_ceil(bs) * bs;
+                buf.resize(window.min(h.length - pos) as usize, 0);
+                let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
+                let n =
+                    read_verified(&file, h, pos, &mut buf).map_err(|e| read_fail(chunk_id, e))?;
+                Ok(Some(n as u64))
+            })?;
+            match step {
+                Some(n) => pos += n,
+                None => return Ok(pos),
             }
-            if pos >= h.length {
-                return Ok(pos);
-            }
-            let bs = h.layout.block_size();
-            let window = VERIFY_WINDOW.div_ceil(bs) * bs;
-            buf.resize(window.min(h.length - pos) as usize, 0);
-            let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
-            let n = read_verified(&file, &h, pos, &mut buf).map_err(|e| read_fail(chunk_id, e))?;
-            pos += n as u64;
         }
     }
 
