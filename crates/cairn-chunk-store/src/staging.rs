@@ -271,6 +271,12 @@ impl StagedWrite {
         Ok(())
     }
 
+    /// Whether `more` bytes would still be kept in memory: then [`StagedWrite::write`] does
+    /// no I/O and is cheap enough to call from an async task.
+    pub fn stays_in_memory(&self, more: usize) -> bool {
+        matches!(&self.body, Body::Mem(v) if v.len() + more <= self.ctx.memory_limit)
+    }
+
     /// Bytes staged so far.
     pub fn len(&self) -> u64 {
         self.len

@@ -29,6 +29,32 @@ use crate::server::ChunkServer;
 /// A primary stops ordering this long before its lease ends, to allow for clock skew.
 const LEASE_MARGIN_MS: u64 = 2_000;
 
+/// What [`ChunkServer::check_header`] found a mutation's header to be.
+pub(crate) struct Checked {
+    pub lease: pb::Lease,
+    pub kind: pb::MutationKind,
+    pub is_primary: bool,
+    /// The cluster's chunk size.
+    pub capacity: u64,
+}
+
+/// The status to pass up for a failed call to the next server: a status from a Cairn
+/// server already names its culprit; a transport failure (no Cairn error header) is the
+/// next server's fault.
+pub(crate) fn downstream_status(s: Status, server_id: u64) -> Status {
+    if cairn_proto::failed_server(&s).is_some() || s.metadata().get("x-cairn-error").is_some() {
+        s
+    } else {
+        blame_server(
+            ErrorKind::Unavailable.status(format!(
+                "chunk server {server_id} unreachable: {}",
+                s.message()
+            )),
+            server_id,
+        )
+    }
+}
+
 /// The rest of the chain, reached through one client stream.
 struct Downstream {
     server_id: u64,
@@ -73,24 +99,7 @@ impl Downstream {
         drop(self.tx);
         match self.call.await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => {
-                // A status from a Cairn server already names its culprit; a transport
-                // failure (no Cairn error header) is the next server's fault.
-                if cairn_proto::failed_server(&s).is_some()
-                    || s.metadata().get("x-cairn-error").is_some()
-                {
-                    Err(s)
-                } else {
-                    Err(blame_server(
-                        ErrorKind::Unavailable.status(format!(
-                            "chunk server {} unreachable: {}",
-                            self.server_id,
-                            s.message()
-                        )),
-                        self.server_id,
-                    ))
-                }
-            }
+            Ok(Err(s)) => Err(downstream_status(s, self.server_id)),
             Err(e) => Err(blame_server(join_status(e), self.server_id)),
         }
     }
@@ -120,50 +129,22 @@ impl ChunkServer {
                 );
             }
         };
-        let lease = header
-            .lease
-            .clone()
-            .ok_or_else(|| ErrorKind::InvalidArgument.status("write without a lease"))?;
-        cairn_common::telemetry::record_subject(format_args!(
-            "chunk {} v{} @{}",
-            lease.chunk_id, lease.version, header.offset
-        ));
-        let reg = self.registration().ok_or_else(|| {
-            ErrorKind::Unavailable
-                .status("this chunk server has not registered with the master yet")
-        })?;
-        if !cairn_common::lease::verify(&reg.lease_key, &lease) {
-            return Err(ErrorKind::PermissionDenied
-                .status("the lease does not verify against the cluster key"));
-        }
-        if header.target_id != self.id {
-            return Err(ErrorKind::InvalidArgument.status(format!(
-                "header addressed to server {}, this is {}",
-                header.target_id, self.id
-            )));
-        }
-        let is_primary = lease.primary_id == self.id;
-        if is_primary && unix_ms() + LEASE_MARGIN_MS >= lease.expiry_unix_ms {
-            return Err(
-                ErrorKind::Stale.status("the lease has expired; ask the master for a new one")
-            );
-        }
-        let kind = pb::MutationKind::try_from(header.kind).unwrap_or(pb::MutationKind::Unspecified);
-        if kind == pb::MutationKind::Unspecified {
-            return Err(ErrorKind::InvalidArgument.status("unknown mutation kind"));
-        }
+        let Checked {
+            lease,
+            kind,
+            is_primary,
+            capacity,
+        } = self.check_header(&header)?;
         let chunk = lease.chunk_id;
-        let capacity = reg.chunk_size;
         let downstream = Downstream::open(&self, &header)?;
 
         // Data phase: forward and stage every piece.
         let mut staged: Option<StagedWrite> = None;
         if kind == pb::MutationKind::Write {
-            let store = self.store.clone();
-            let offset = header.offset;
-            let s = spawn_blocking(move || store.stage(chunk, offset, capacity))
-                .await
-                .map_err(|e| blame_server(join_status(e), self.id))?
+            // Staging starts in memory: no I/O beyond a `statvfs`, so no thread hand-off.
+            let s = self
+                .store
+                .stage(chunk, header.offset, capacity)
                 .map_err(|e| blame_server(store_status(&e), self.id))?;
             staged = Some(s);
         }
@@ -196,10 +177,17 @@ impl ChunkServer {
                             })
                             .await?;
                         }
-                        let s = spawn_blocking(move || s.write(&data).map(|()| s))
-                            .await
-                            .map_err(|e| blame_server(join_status(e), self.id))?
-                            .map_err(|e| blame_server(store_status(&e), self.id))?;
+                        // A piece that stays in memory is a copy: a hand-off to the
+                        // blocking pool would cost more than the copy (on a VM, several
+                        // hundred microseconds per wake-up).
+                        let s = if s.stays_in_memory(data.len()) {
+                            s.write(&data).map(|()| s)
+                        } else {
+                            spawn_blocking(move || s.write(&data).map(|()| s))
+                                .await
+                                .map_err(|e| blame_server(join_status(e), self.id))?
+                        }
+                        .map_err(|e| blame_server(store_status(&e), self.id))?;
                         staged = Some(s);
                     }
                     Some(Msg::Commit(c)) => break c,
@@ -233,12 +221,7 @@ impl ChunkServer {
             })
             .await?;
         }
-        let store = self.store.clone();
-        let (version, create, length) = (lease.version, lease.create, header.offset);
-        let local = spawn_blocking(move || match staged {
-            Some(s) => store.commit_write(s, version, serial, create),
-            None => store.truncate(chunk, version, serial, create, length, capacity),
-        });
+        let local = self.apply_local(staged, &lease, serial, header.offset, capacity);
         let down = async {
             match downstream {
                 Some(ds) => ds.finish().await.map(Some),
@@ -246,15 +229,90 @@ impl ChunkServer {
             }
         };
         let (local, down) = tokio::join!(local, down);
-        let local: Result<ReplicaInfo, Status> = match local {
-            Ok(Ok(info)) => Ok(info),
-            Ok(Err(e)) => Err(blame_server(store_status(&e), self.id)),
-            Err(e) => Err(blame_server(join_status(e), self.id)),
-        };
         let result = match (local, down) {
             (Ok(info), Ok(_)) => Ok(info),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         };
+        self.finish_mutation(result, &lease, serial, is_primary)
+    }
+
+    /// The checks every mutation's header must pass on every server: a lease signed with
+    /// the cluster key, addressed to this server, not about to expire at the primary, and a
+    /// known mutation kind.
+    pub(crate) fn check_header(&self, header: &pb::WriteHeader) -> Result<Checked, Status> {
+        let lease = header
+            .lease
+            .clone()
+            .ok_or_else(|| ErrorKind::InvalidArgument.status("write without a lease"))?;
+        cairn_common::telemetry::record_subject(format_args!(
+            "chunk {} v{} @{}",
+            lease.chunk_id, lease.version, header.offset
+        ));
+        let reg = self.registration().ok_or_else(|| {
+            ErrorKind::Unavailable
+                .status("this chunk server has not registered with the master yet")
+        })?;
+        if !cairn_common::lease::verify(&reg.lease_key, &lease) {
+            return Err(ErrorKind::PermissionDenied
+                .status("the lease does not verify against the cluster key"));
+        }
+        if header.target_id != self.id {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "header addressed to server {}, this is {}",
+                header.target_id, self.id
+            )));
+        }
+        let is_primary = lease.primary_id == self.id;
+        if is_primary && unix_ms() + LEASE_MARGIN_MS >= lease.expiry_unix_ms {
+            return Err(
+                ErrorKind::Stale.status("the lease has expired; ask the master for a new one")
+            );
+        }
+        let kind = pb::MutationKind::try_from(header.kind).unwrap_or(pb::MutationKind::Unspecified);
+        if kind == pb::MutationKind::Unspecified {
+            return Err(ErrorKind::InvalidArgument.status("unknown mutation kind"));
+        }
+        Ok(Checked {
+            lease,
+            kind,
+            is_primary,
+            capacity: reg.chunk_size,
+        })
+    }
+
+    /// Applies a mutation to this server's replica durably (a staged write, or without
+    /// one a truncate to `offset`), blaming this server for a failure.
+    pub(crate) async fn apply_local(
+        &self,
+        staged: Option<StagedWrite>,
+        lease: &pb::Lease,
+        serial: u64,
+        offset: u64,
+        capacity: u64,
+    ) -> Result<ReplicaInfo, Status> {
+        let store = self.store.clone();
+        let (chunk, version, create) = (lease.chunk_id, lease.version, lease.create);
+        let local = spawn_blocking(move || match staged {
+            Some(s) => store.commit_write(s, version, serial, create),
+            None => store.truncate(chunk, version, serial, create, offset, capacity),
+        })
+        .await;
+        match local {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(blame_server(store_status(&e), self.id)),
+            Err(e) => Err(blame_server(join_status(e), self.id)),
+        }
+    }
+
+    /// The end of a mutation on this server: a first mutation is reported to the master;
+    /// a primary that saw a failure orders nothing more at this version.
+    pub(crate) fn finish_mutation(
+        &self,
+        result: Result<ReplicaInfo, Status>,
+        lease: &pb::Lease,
+        serial: u64,
+        is_primary: bool,
+    ) -> Result<pb::WriteResponse, Status> {
         match result {
             Ok(info) => {
                 if serial == 1 {
@@ -268,16 +326,16 @@ impl ChunkServer {
             }
             Err(e) => {
                 if is_primary {
-                    self.mark_broken(chunk, lease.version);
+                    self.mark_broken(lease.chunk_id, lease.version);
                 }
-                tracing::warn!(chunk, version = lease.version, serial, error = %e.message(), "mutation failed");
+                tracing::warn!(chunk = lease.chunk_id, version = lease.version, serial, error = %e.message(), "mutation failed");
                 Err(e)
             }
         }
     }
 
     /// The serial the primary gives the next mutation, after checking that it may order.
-    fn next_serial(&self, lease: &pb::Lease) -> Result<u64, Status> {
+    pub(crate) fn next_serial(&self, lease: &pb::Lease) -> Result<u64, Status> {
         if self.is_broken(lease.chunk_id, lease.version) {
             return Err(ErrorKind::Stale.status(
                 "an earlier mutation at this version failed; the master must grant a new lease",
