@@ -18,6 +18,7 @@ mod service;
 pub mod space;
 pub mod throttle;
 mod write;
+mod write_small;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -30,6 +30,15 @@ impl ChunkService for ChunkServiceImpl {
         ))
     }
 
+    async fn write_small(
+        &self,
+        req: Request<pb::SmallWriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        Ok(Response::new(
+            self.server.clone().write_small(req.into_inner()).await?,
+        ))
+    }
+
     type ReadStream = ReadStream;
 
     async fn read(

@@ -21,3 +21,8 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Size of a data piece on the wire.
 pub const DATA_PIECE_BYTES: usize = 1 << 20;
+
+/// Mutations with at most this many bytes go as one message to the primary, which sends
+/// it to the other replicas at once (`WriteSmall`) instead of down a chain: chunk servers
+/// stage this much in memory, so the whole mutation costs one journal sync per replica.
+pub const SMALL_WRITE_BYTES: usize = 256 << 10;

@@ -246,6 +246,110 @@ async fn malformed_requests_get_typed_errors_and_servers_stay_up() -> anyhow::Re
         cairn_proto::ErrorKind::of_status(&e),
         cairn_proto::ErrorKind::PermissionDenied
     );
+    let forged_small = pb::SmallWriteRequest {
+        header: Some(pb::WriteHeader {
+            lease: Some(pb::Lease {
+                chunk_id: 1,
+                version: 1,
+                primary_id: 1,
+                expiry_unix_ms: u64::MAX,
+                create: true,
+                mac: Bytes::from(vec![0u8; 32]),
+            }),
+            kind: pb::MutationKind::Write as i32,
+            ..Default::default()
+        }),
+        data: Bytes::from_static(b"x"),
+        crc32c: crc32c::crc32c(b"x"),
+        serial: 0,
+    };
+    let e = cs
+        .write_small(forged_small)
+        .await
+        .expect_err("forged lease");
+    assert_eq!(
+        cairn_proto::ErrorKind::of_status(&e),
+        cairn_proto::ErrorKind::PermissionDenied
+    );
+
+    // A star write with a real lease: damaged in transit, oversized, or sent to a
+    // secondary without the primary's serial. Each is refused and nothing is written.
+    let created = master
+        .create(pb::CreateRequest {
+            path: "/small".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let inode = created.attr.map(|a| a.inode).unwrap_or_default();
+    let prep = master
+        .prepare_write(pb::PrepareWriteRequest {
+            req: None,
+            inode,
+            chunk_index: 0,
+            session_id: 0,
+        })
+        .await?
+        .into_inner();
+    let lease = prep.lease.clone();
+    let star = |target: &pb::ServerRef, data: Bytes, crc: u32| pb::SmallWriteRequest {
+        header: Some(pb::WriteHeader {
+            lease: lease.clone(),
+            kind: pb::MutationKind::Write as i32,
+            offset: 0,
+            downstream: Vec::new(),
+            target_id: target.server_id,
+            req: None,
+        }),
+        data,
+        crc32c: crc,
+        serial: 0,
+    };
+    let (primary, secondary) = (&prep.chain[0], &prep.chain[1]);
+    let connect = |addr: &str| -> anyhow::Result<ChunkServiceClient<tonic::transport::Channel>> {
+        Ok(ChunkServiceClient::new(cairn_common::grpc::lazy_channel(
+            addr,
+            Duration::from_secs(2),
+        )?))
+    };
+    let body = Bytes::from_static(b"hello");
+    let cases = [
+        (primary, body.clone(), 7, cairn_proto::ErrorKind::Corrupt),
+        (
+            primary,
+            Bytes::from(vec![1u8; (1 << 20) + 1]),
+            crc32c::crc32c(&vec![1u8; (1 << 20) + 1]),
+            cairn_proto::ErrorKind::InvalidArgument,
+        ),
+        (
+            secondary,
+            body.clone(),
+            crc32c::crc32c(&body),
+            cairn_proto::ErrorKind::InvalidArgument,
+        ),
+    ];
+    for (target, data, crc, want) in cases {
+        let e = connect(&target.addr)?
+            .max_encoding_message_size(cairn_proto::MAX_MESSAGE_BYTES)
+            .write_small(star(target, data, crc))
+            .await
+            .expect_err("malformed star write");
+        assert_eq!(cairn_proto::ErrorKind::of_status(&e), want, "{e:?}");
+    }
+    for server in &prep.chain {
+        let state = connect(&server.addr)?
+            .replica_state(pb::ReplicaStateRequest {
+                chunk_id: prep.lease.as_ref().map(|l| l.chunk_id).unwrap_or_default(),
+                with_checksum: false,
+            })
+            .await;
+        assert!(
+            state.is_err(),
+            "a refused star write left a replica on {}",
+            server.addr
+        );
+    }
+
     let e = cs
         .read(pb::ReadRequest {
             chunk_id: 12345,
