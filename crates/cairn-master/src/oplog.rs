@@ -7,7 +7,12 @@
 //!   a torn or garbled tail of the newest segment is cut at the last whole record; damage
 //!   anywhere else is an error, never silently skipped.
 //! - `append` returns only after `fdatasync`; one call writes a whole batch with one sync
-//!   (group commit). A failed append leaves the file as it was before the call.
+//!   (group commit). A failed append leaves no part of the batch behind.
+//! - Zeros are written ahead of the append position (in `PREALLOC` steps), so an append
+//!   overwrites zeros instead of growing the file: its `fdatasync` then flushes the data
+//!   alone, without a file-system journal commit for the new size (on this kind of disk
+//!   about a third less latency per mutation). Zeros after the last record are a clean
+//!   end, not damage.
 //!
 //! Frame: `len: u32 LE` (payload bytes) | `crc: u32 LE` (CRC32C of index bytes + payload) |
 //! `index: u64 LE` | payload. Segment files are `log-<first index, 20 digits>.log`.
@@ -18,6 +23,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const FRAME_HEADER: usize = 16;
+/// Zeros written ahead of the append position, in steps of this size.
+const PREALLOC: u64 = 4 << 20;
 /// Largest payload a record may hold; a length field above it marks a garbled frame.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -37,6 +44,8 @@ pub struct OpLog {
     segment_first: u64,
     next_index: u64,
     write_pos: u64,
+    /// End of the zeros written ahead of `write_pos` (the file's length).
+    alloc_end: u64,
     total_bytes: u64,
 }
 
@@ -96,6 +105,19 @@ fn decode_frames(buf: &[u8]) -> (Vec<(u64, Vec<u8>)>, usize) {
     (out, pos)
 }
 
+/// Writes zeros over `from..to`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const STEP: usize = 1 << 20;
+    let zeros = vec![0u8; (to - from).min(STEP as u64) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -108,14 +130,16 @@ impl OpLog {
         let segs = segments(dir)?;
         let mut replay = Replay::default();
         let mut expected: Option<u64> = None;
-        let mut last: Option<(u64, PathBuf, u64)> = None;
+        let mut last: Option<(u64, PathBuf, u64, u64)> = None;
         let mut total_bytes = 0;
         for (i, (first, path)) in segs.iter().enumerate() {
             let is_last = i + 1 == segs.len();
             let mut buf = Vec::new();
             File::open(path)?.read_to_end(&mut buf)?;
             let (frames, valid) = decode_frames(&buf);
-            if valid < buf.len() {
+            // Zeros written ahead of the last append end a segment cleanly.
+            let clean_end = buf[valid..].iter().all(|b| *b == 0);
+            if !clean_end {
                 if !is_last {
                     return Err(invalid(format!(
                         "operation log segment {} is damaged at byte {valid} and is not the newest; refusing to start",
@@ -152,7 +176,8 @@ impl OpLog {
             }
             expected = Some(next);
             total_bytes += valid as u64;
-            last = Some((*first, path.clone(), valid as u64));
+            let alloc_end = if clean_end { buf.len() } else { valid };
+            last = Some((*first, path.clone(), valid as u64, alloc_end as u64));
         }
         let next_index = expected.unwrap_or(after + 1).max(after + 1);
         if let Some(first) = replay.records.first().map(|r| r.0)
@@ -162,13 +187,15 @@ impl OpLog {
                 "operation log resumes at record {first} but the checkpoint covers only up to {after}"
             )));
         }
-        let (segment_first, path, write_pos) = match last {
+        let (segment_first, path, write_pos, alloc_end) = match last {
             // A log that ends before the checkpoint (all its records already covered) is
             // continued in a fresh segment so indexes stay contiguous.
-            Some((first, path, pos)) if expected == Some(next_index) => (first, path, pos),
+            Some((first, path, pos, alloc)) if expected == Some(next_index) => {
+                (first, path, pos, alloc)
+            }
             _ => {
                 let path = dir.join(segment_name(next_index));
-                (next_index, path, 0)
+                (next_index, path, 0, 0)
             }
         };
         let file = OpenOptions::new()
@@ -186,6 +213,7 @@ impl OpLog {
             segment_first,
             next_index,
             write_pos,
+            alloc_end,
             total_bytes,
         };
         Ok((log, replay))
@@ -215,17 +243,24 @@ impl OpLog {
             }
             encode_frame(first + i as u64, p, &mut buf);
         }
-        let result = self
-            .file
-            .write_all_at(&buf, self.write_pos)
-            .and_then(|()| self.file.sync_data());
+        let end = self.write_pos + buf.len() as u64;
+        let result = self.file.write_all_at(&buf, self.write_pos).and_then(|()| {
+            if end > self.alloc_end {
+                // Zeros after the batch, never under it; this sync makes them durable
+                // with it, and the next appends overwrite them.
+                zero_fill(&self.file, end, end + PREALLOC)?;
+                self.alloc_end = end + PREALLOC;
+            }
+            self.file.sync_data()
+        });
         if let Err(e) = result {
             // Best effort: a frame that reached the disk partially would be cut as a torn
             // tail at the next open anyway.
             let _ = self.file.set_len(self.write_pos);
+            self.alloc_end = self.write_pos;
             return Err(e);
         }
-        self.write_pos += buf.len() as u64;
+        self.write_pos = end;
         self.total_bytes += buf.len() as u64;
         self.next_index += payloads.len() as u64;
         Ok(first)
@@ -237,6 +272,9 @@ impl OpLog {
         if self.write_pos == 0 {
             return Ok(());
         }
+        // A finished segment keeps no zeros: its length is its records.
+        self.file.set_len(self.write_pos)?;
+        self.file.sync_all()?;
         let path = self.dir.join(segment_name(self.next_index));
         let file = OpenOptions::new()
             .create(true)
@@ -248,6 +286,7 @@ impl OpLog {
         self.file = file;
         self.segment_first = self.next_index;
         self.write_pos = 0;
+        self.alloc_end = 0;
         Ok(())
     }
 
@@ -309,9 +348,10 @@ mod tests {
             let d = tempfile::tempdir().unwrap();
             let (mut log, _) = OpLog::open(d.path(), 0).unwrap();
             log.append(&payloads(4, 9)).unwrap();
+            let records_end = log.write_pos;
             drop(log);
             let seg = segments(d.path()).unwrap()[0].1.clone();
-            let cut = fs::metadata(&seg).unwrap().len() - back;
+            let cut = records_end - back;
             let f = OpenOptions::new().write(true).open(&seg).unwrap();
             f.set_len(cut).unwrap();
             if back == 3 {
@@ -338,14 +378,50 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (mut log, _) = OpLog::open(d.path(), 0).unwrap();
         log.append(&[b"aaaa".to_vec(), b"bbbb".to_vec()]).unwrap();
+        let len = log.write_pos;
         drop(log);
         let seg = segments(d.path()).unwrap()[0].1.clone();
-        let len = fs::metadata(&seg).unwrap().len();
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.write_all_at(b"X", len - 1).unwrap();
         let (_, r) = OpLog::open(d.path(), 0).unwrap();
         assert!(r.torn_tail_cut);
         assert_eq!(r.records, vec![(1, b"aaaa".to_vec())]);
+    }
+
+    #[test]
+    fn zeros_ahead_are_a_clean_end_and_appends_fill_them() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, _) = OpLog::open(d.path(), 0).unwrap();
+        log.append(&payloads(3, 1)).unwrap();
+        let seg = segments(d.path()).unwrap()[0].1.clone();
+        let len = fs::metadata(&seg).unwrap().len();
+        assert!(
+            len > log.write_pos,
+            "zeros are written ahead of the records"
+        );
+        drop(log);
+        let (mut log, r) = OpLog::open(d.path(), 0).unwrap();
+        assert!(
+            !r.torn_tail_cut,
+            "zeros after the last record are not a torn tail"
+        );
+        assert_eq!(r.records.len(), 3);
+        assert_eq!(log.append(&payloads(2, 2)).unwrap(), 4);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            len,
+            "appends overwrite the zeros instead of growing the file"
+        );
+        log.rotate().unwrap();
+        let trimmed = fs::metadata(&seg).unwrap().len();
+        log.append(&payloads(1, 3)).unwrap();
+        drop(log);
+        let (_, r) = OpLog::open(d.path(), 0).unwrap();
+        assert_eq!(
+            r.records.iter().map(|x| x.0).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert!(trimmed < len, "a finished segment is cut to its records");
     }
 
     #[test]

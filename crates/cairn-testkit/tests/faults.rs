@@ -142,9 +142,24 @@ async fn a_torn_log_tail_is_cut_and_acknowledged_operations_survive() -> anyhow:
         .max()
         .expect("a log segment");
     {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&newest)?;
-        f.write_all(&[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])?;
+        // Right after the last frame (the log writes zeros ahead of its records, so the
+        // end of the records is not the end of the file): frames are a 4-byte length, a
+        // CRC and an index (16 bytes) and the payload; a zero length ends them.
+        use std::os::unix::fs::FileExt;
+        let bytes = std::fs::read(&newest)?;
+        let mut end = 0;
+        while end + 16 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[end..end + 4].try_into()?) as usize;
+            if len == 0 {
+                break;
+            }
+            end += 16 + len;
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&newest)?;
+        f.write_all_at(
+            &[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3],
+            end as u64,
+        )?;
     }
     cluster.restart_master().await?;
     for i in 0..10 {
