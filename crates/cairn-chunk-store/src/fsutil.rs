@@ -1,5 +1,6 @@
 //! Thin wrappers over the few POSIX calls `std` lacks: directory fsync, `flock`, `statvfs`,
-//! `fallocate`, and a positional read that treats bytes past end-of-file as zeros.
+//! `fallocate`, and a positional read that treats bytes past end-of-file as zeros (and can
+//! be limited to the page cache).
 //!
 //! Invariant: every `unsafe` block here calls one libc function with a valid descriptor or
 //! NUL-terminated path and checks its return value.
@@ -76,9 +77,33 @@ pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> 
 /// Reads `buf.len()` bytes at `offset`; bytes past end-of-file read as zeros. Returns how
 /// many bytes came from the file.
 pub(crate) fn read_at_or_zero(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    read_at_or_zero_mode(file, buf, offset, Wait::Yes)
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Yes,
+    /// Only what the page cache holds (`preadv2` with `RWF_NOWAIT`); anything else fails
+    /// with [`io::ErrorKind::WouldBlock`], so the read never sleeps on I/O.
+    No,
+}
+
+/// [`read_at_or_zero`], optionally from the page cache only (see [`Wait::No`]).
+pub(crate) fn read_at_or_zero_mode(
+    file: &File,
+    buf: &mut [u8],
+    offset: u64,
+    wait: Wait,
+) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+        let at = offset + done as u64;
+        let got = match wait {
+            Wait::Yes => file.read_at(&mut buf[done..], at),
+            Wait::No => read_at_nowait(file, &mut buf[done..], at),
+        };
+        match got {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -87,6 +112,28 @@ pub(crate) fn read_at_or_zero(file: &File, buf: &mut [u8], offset: u64) -> io::R
     }
     buf[done..].fill(0);
     Ok(done)
+}
+
+/// One `preadv2(RWF_NOWAIT)`: reads what the page cache holds at `offset` (a short read
+/// when only part of it is cached), `WouldBlock` when nothing is.
+fn read_at_nowait(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the descriptor is owned by `file`, which outlives the call; `iov` points at
+    // `buf`, which is valid for writes of `buf.len()` bytes for the whole call.
+    let rc = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+    if rc >= 0 {
+        return Ok(rc as usize);
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::EAGAIN) => io::Error::from(io::ErrorKind::WouldBlock),
+        _ => e,
+    })
 }
 
 /// Asks the kernel to start writing `[offset, offset+len)` of `file` back to disk without

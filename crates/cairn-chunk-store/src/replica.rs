@@ -23,7 +23,7 @@ use std::path::Path;
 
 use crate::faults::{CrashPoint, Faults};
 use crate::format::{Layout, ReplicaHeader, crc_append_zeros, crc_zeros, get_u32};
-use crate::fsutil::read_at_or_zero;
+use crate::fsutil::{Wait, read_at_or_zero, read_at_or_zero_mode};
 use crate::record::{Payload, Record, RecordKind, decode_layout};
 
 /// Why a verified read failed.
@@ -284,13 +284,25 @@ pub(crate) fn read_verified(
     offset: u64,
     buf: &mut [u8],
 ) -> Result<usize, ReadFail> {
+    read_verified_mode(file, h, offset, buf, Wait::Yes)
+}
+
+/// [`read_verified`], from the page cache only with [`Wait::No`] (an `Io` failure of kind
+/// `WouldBlock` when the disk would be needed).
+pub(crate) fn read_verified_mode(
+    file: &File,
+    h: &ReplicaHeader,
+    offset: u64,
+    buf: &mut [u8],
+    wait: Wait,
+) -> Result<usize, ReadFail> {
     if offset >= h.length || buf.is_empty() {
         return Ok(0);
     }
     let n = (buf.len() as u64).min(h.length - offset);
     let end = offset + n;
     let buf = &mut buf[..n as usize];
-    let res = read_blocks(file, h, offset, end, buf);
+    let res = read_blocks(file, h, offset, end, buf, wait);
     if res.is_err() {
         buf.fill(0);
     }
@@ -303,7 +315,10 @@ fn read_blocks(
     offset: u64,
     end: u64,
     buf: &mut [u8],
+    wait: Wait,
 ) -> Result<(), ReadFail> {
+    let read_at_or_zero =
+        |file: &File, buf: &mut [u8], at: u64| read_at_or_zero_mode(file, buf, at, wait);
     let layout = &h.layout;
     let d0 = layout.data_offset();
     let (b0, b1) = (offset / layout.block_size(), layout.blocks_for(end));

@@ -30,11 +30,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::faults::{Faults, lock};
 use crate::format::{Layout, ReplicaHeader, chunk_path};
-use crate::fsutil::statvfs;
+use crate::fsutil::{Wait, statvfs};
 use crate::journal::Journal;
 use crate::record::{Record, RecordKind};
 use crate::recovery::{CHUNKS_DIR, STAGING_DIR, recover};
-use crate::replica::{ReadFail, read_verified};
+use crate::replica::{ReadFail, read_verified, read_verified_mode};
 use crate::staging::{StagedWrite, StagingCtx};
 use crate::{Capacity, RecoveryReport, ReplicaInfo, StoreConfig, StoreError, StoreStats};
 
@@ -219,6 +219,44 @@ impl ChunkStore {
             let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
             read_verified(&file, h, offset, buf).map_err(|e| read_fail(chunk_id, e))
         })
+    }
+
+    /// [`ChunkStore::read`] that never waits: `Ok(None)` when a byte it needs is not in the
+    /// page cache or a mutation of the replica holds its lock (the caller then reads with
+    /// [`ChunkStore::read`] on a thread that may block). Answered reads are as verified as
+    /// [`ChunkStore::read`]'s, and cheap enough for an async task: the point is to spare a
+    /// small read of a warm replica the thread hand-offs that cost more than the read.
+    pub fn read_cached(
+        &self,
+        chunk_id: u64,
+        version: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, StoreError> {
+        self.faults.check_alive()?;
+        let slot = self
+            .slot(chunk_id, false)
+            .ok_or(StoreError::NotFound(chunk_id))?;
+        let st = match slot.state.try_read() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let h = st.header.ok_or(StoreError::NotFound(chunk_id))?;
+        check_poisoned(chunk_id, &st)?;
+        if h.version != version {
+            return Err(StoreError::Stale {
+                chunk_id,
+                have: h.version,
+                want: version,
+            });
+        }
+        let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
+        match read_verified_mode(&file, &h, offset, buf, Wait::No) {
+            Ok(n) => Ok(Some(n)),
+            Err(ReadFail::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(read_fail(chunk_id, e)),
+        }
     }
 
     /// Runs `f` with the header of a live, unpoisoned replica, under its slot's read lock

@@ -90,6 +90,54 @@ impl ChunkServer {
         Ok(rx)
     }
 
+    /// Reads at most one piece in one answer. A warm replica is read on the request's own
+    /// task (page cache only, never waiting for the disk); anything else on the blocking
+    /// pool, as a streaming read would.
+    pub async fn read_small(&self, req: pb::ReadRequest) -> Result<pb::ReadResponse, Status> {
+        let _active = self.track();
+        if req.length > DATA_PIECE_BYTES as u64 {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "a small read is at most {DATA_PIECE_BYTES} bytes, not {}",
+                req.length
+            )));
+        }
+        let info = self.store.info(req.chunk_id).ok_or_else(|| {
+            ErrorKind::NotFound.status(format!("no replica of chunk {}", req.chunk_id))
+        })?;
+        let (chunk, version, offset) = (req.chunk_id, req.version, req.offset);
+        let mut buf = vec![0u8; req.length as usize];
+        let read = match self.store.read_cached(chunk, version, offset, &mut buf) {
+            Ok(Some(got)) => Ok((buf, got)),
+            Ok(None) => {
+                let store = self.store.clone();
+                spawn_blocking(move || {
+                    store
+                        .read(chunk, version, offset, &mut buf)
+                        .map(|got| (buf, got))
+                })
+                .await
+                .map_err(join_status)?
+            }
+            Err(e) => Err(e),
+        };
+        let buf = match read {
+            Ok((mut buf, got)) => {
+                buf.truncate(got);
+                buf
+            }
+            Err(e) => {
+                self.read_failed(chunk, &e).await;
+                return Err(store_status(&e));
+            }
+        };
+        self.metrics.read_bytes.inc_by(buf.len() as u64);
+        Ok(pb::ReadResponse {
+            crc32c: crc32c::crc32c(&buf),
+            data: buf.into(),
+            replica_length: info.length,
+        })
+    }
+
     /// A replica that failed its checksum is removed and reported; it is never read again.
     async fn read_failed(&self, chunk: u64, e: &StoreError) {
         if let StoreError::Corrupt { .. } = e {

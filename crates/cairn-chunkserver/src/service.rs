@@ -54,6 +54,18 @@ impl ChunkService for ChunkServiceImpl {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn read_small(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = req.into_inner();
+        cairn_common::telemetry::record_subject(format_args!(
+            "chunk {} v{} [{}, +{})",
+            r.chunk_id, r.version, r.offset, r.length
+        ));
+        Ok(Response::new(self.server.read_small(r).await?))
+    }
+
     async fn replica_state(
         &self,
         req: Request<pb::ReplicaStateRequest>,

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, pb};
+use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, SMALL_READ_BYTES, pb};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -202,6 +202,15 @@ impl Producer {
             offset: *pos - base,
             length: end - *pos,
         };
+        if req.length <= SMALL_READ_BYTES as u64 {
+            // A small range: one answer, without a stream's set-up.
+            match client.read_small(req).await {
+                Ok(r) => return self.deliver(r.into_inner(), pos, end).await,
+                // A chunk server from before ReadSmall: stream instead.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {}
+                Err(s) => return Err(Stop::Replica(Error::from_status(&s))),
+            }
+        }
         let mut stream = client
             .read(req)
             .await
@@ -233,6 +242,28 @@ impl Producer {
             }
         }
         // The replica ended early: the rest of the range lies past its end and reads as zeros.
+        self.zeros(*pos, end).await.map_err(|_| Stop::Closed)?;
+        *pos = end;
+        Ok(())
+    }
+
+    /// Hands on the answer of a one-piece read of `[pos, end)`, checked against its CRC;
+    /// bytes it lacks lie past the replica's end and read as zeros.
+    async fn deliver(&self, piece: pb::ReadResponse, pos: &mut u64, end: u64) -> Result<(), Stop> {
+        if crc32c::crc32c(&piece.data) != piece.crc32c {
+            return Err(Stop::Replica(Error::new(
+                ErrorKind::Corrupt,
+                "a piece failed its checksum in transit",
+            )));
+        }
+        let n = (piece.data.len() as u64).min(end - *pos);
+        if n > 0 {
+            self.tx
+                .send(Ok(piece.data.slice(..n as usize)))
+                .await
+                .map_err(|_| Stop::Closed)?;
+            *pos += n;
+        }
         self.zeros(*pos, end).await.map_err(|_| Stop::Closed)?;
         *pos = end;
         Ok(())

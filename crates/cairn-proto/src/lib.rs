@@ -26,3 +26,7 @@ pub const DATA_PIECE_BYTES: usize = 1 << 20;
 /// it to the other replicas at once (`WriteSmall`) instead of down a chain: chunk servers
 /// stage this much in memory, so the whole mutation costs one journal sync per replica.
 pub const SMALL_WRITE_BYTES: usize = 256 << 10;
+
+/// Reads of at most this many bytes of one chunk ask for them in one answer (`ReadSmall`);
+/// longer ones stream, so the next piece is on its way while the caller takes this one.
+pub const SMALL_READ_BYTES: usize = 256 << 10;

@@ -158,3 +158,51 @@ fn a_damaged_header_fails_verification_while_reads_stay_correct() {
         assert_eq!(buf, data);
     }
 }
+
+#[test]
+fn a_cached_read_checks_versions_and_blocks_as_a_read_does() {
+    let d = tmpdir(false);
+    let (s, _) = open(d.path());
+    let data = pattern(2, 40_000);
+    write(&s, 1, 0, &data, 1, 1, true).unwrap();
+
+    // Just written, so its pages are cached: answered without waiting, same bytes.
+    let mut buf = vec![0u8; 10_000];
+    let got = s.read_cached(1, 1, 5_000, &mut buf).unwrap();
+    assert_eq!(
+        got,
+        Some(10_000),
+        "a replica just written is in the page cache"
+    );
+    assert_eq!(buf, data[5_000..15_000]);
+    // Past the end it is short, as a read is.
+    let mut tail = vec![0u8; 10_000];
+    assert_eq!(s.read_cached(1, 1, 35_000, &mut tail).unwrap(), Some(5_000));
+    assert_eq!(tail[..5_000], data[35_000..]);
+    assert!(matches!(
+        s.read_cached(1, 2, 0, &mut buf),
+        Err(StoreError::Stale { .. })
+    ));
+    assert!(matches!(
+        s.read_cached(9, 1, 0, &mut buf),
+        Err(StoreError::NotFound(9))
+    ));
+
+    // A damaged block in the page cache is found by the cached read too.
+    let d0 = data_offset(CAP, 4096);
+    flip(&chunk_file(d.path(), 1), d0 + 2 * 4096 + 17);
+    let mut small = vec![0u8; 100];
+    match s.read_cached(1, 1, 2 * 4096 + 50, &mut small) {
+        Err(StoreError::Corrupt { chunk_id: 1, .. }) => {}
+        // Not cached after all (the kernel dropped the pages): the blocking read decides.
+        Ok(None) => assert!(matches!(
+            s.read(1, 1, 2 * 4096 + 50, &mut small),
+            Err(StoreError::Corrupt { .. })
+        )),
+        other => panic!("a damaged block was not reported: {other:?}"),
+    }
+    assert!(
+        small.iter().all(|&b| b == 0),
+        "nothing of a failed read is handed out"
+    );
+}
