@@ -114,6 +114,19 @@ pub(crate) fn read_at_or_zero_mode(
     Ok(done)
 }
 
+/// Asks the kernel to start reading `[offset, offset + len)` of `file` into the page cache
+/// (`posix_fadvise(WILLNEED)`), so the reads that follow find it there instead of waiting
+/// for the disk one piece at a time. A hint: a failure is ignored.
+pub(crate) fn will_need(file: &File, offset: u64, len: u64) {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
 /// One `preadv2(RWF_NOWAIT)`: reads what the page cache holds at `offset` (a short read
 /// when only part of it is cached), `WouldBlock` when nothing is.
 fn read_at_nowait(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

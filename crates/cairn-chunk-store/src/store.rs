@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::faults::{Faults, lock};
 use crate::format::{Layout, ReplicaHeader, chunk_path};
-use crate::fsutil::{Wait, statvfs};
+use crate::fsutil::{Wait, statvfs, will_need};
 use crate::journal::Journal;
 use crate::record::{Record, RecordKind};
 use crate::recovery::{CHUNKS_DIR, STAGING_DIR, recover};
@@ -219,6 +219,19 @@ impl ChunkStore {
             let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
             read_verified(&file, h, offset, buf).map_err(|e| read_fail(chunk_id, e))
         })
+    }
+
+    /// Starts reading `[offset, offset + len)` of a replica's data from disk in the
+    /// background, for a stream about to read it piece by piece. A hint only.
+    pub fn prefetch(&self, chunk_id: u64, offset: u64, len: u64) {
+        let _ = self.with_live_header(chunk_id, |h| {
+            let file = File::open(chunk_path(&self.chunks_dir, chunk_id))?;
+            let end = offset.saturating_add(len).min(h.length);
+            if end > offset {
+                will_need(&file, h.layout.data_offset() + offset, end - offset);
+            }
+            Ok(())
+        });
     }
 
     /// [`ChunkStore::read`] that never waits: `Ok(None)` when a byte it needs is not in the

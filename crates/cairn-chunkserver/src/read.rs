@@ -37,6 +37,13 @@ impl ChunkServer {
             let end = req.offset.saturating_add(req.length);
             let mut offset = req.offset;
             let mut first = true;
+            if req.length > DATA_PIECE_BYTES as u64 {
+                // The disk reads the whole range in large requests of its own while the
+                // pieces are read and sent, instead of one piece at a time.
+                let store = self.store.clone();
+                let (chunk, offset, len) = (req.chunk_id, req.offset, req.length);
+                let _ = spawn_blocking(move || store.prefetch(chunk, offset, len)).await;
+            }
             while offset < end {
                 let n = ((end - offset) as usize).min(DATA_PIECE_BYTES);
                 let store = self.store.clone();
