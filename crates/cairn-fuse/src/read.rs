@@ -42,17 +42,19 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Fills `out` with the bytes at `off` as `layout` (generation `generation`) describes them;
-    /// the caller has clipped the range to the file's committed length.
+    /// The `len` bytes at `off` as `layout` (generation `generation`) describes them; the
+    /// caller has clipped the range to the file's committed length. When one piece of the
+    /// stream holds the whole range (sequential kernel reads nearly always fall inside
+    /// one piece) the answer is a slice of it, not a copy.
     pub async fn read(
         &mut self,
         posix: &Posix,
         layout: &Layout,
         generation: u64,
         off: u64,
-        out: &mut [u8],
-    ) -> Result<()> {
-        let end = off + out.len() as u64;
+        len: usize,
+    ) -> Result<Bytes> {
+        let end = off + len as u64;
         let sequential = off == self.last_end;
         self.last_end = end;
         if self
@@ -62,8 +64,46 @@ impl ReadAhead {
         {
             self.stream = None;
         }
+        let mut out = Vec::new();
         let mut pos = off;
         while pos < end {
+            let Some((o, piece)) = self
+                .piece_at(posix, layout, generation, pos, end, sequential)
+                .await?
+            else {
+                // The committed length ended before the window: the rest reads as zeros.
+                break;
+            };
+            let from = (pos - o) as usize;
+            let n = (piece.len() - from).min((end - pos) as usize);
+            if pos == off && n == len {
+                return Ok(piece.slice(from..from + n));
+            }
+            if out.is_empty() {
+                out = vec![0u8; len];
+            }
+            let at = (pos - off) as usize;
+            out[at..at + n].copy_from_slice(&piece[from..from + n]);
+            pos += n as u64;
+        }
+        if out.is_empty() {
+            out = vec![0u8; len];
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The buffered piece holding byte `pos` (with its offset), fetching or starting a
+    /// stream as needed; `None` when the file's committed length ends before `pos`.
+    async fn piece_at(
+        &mut self,
+        posix: &Posix,
+        layout: &Layout,
+        generation: u64,
+        pos: u64,
+        end: u64,
+        sequential: bool,
+    ) -> Result<Option<(u64, Bytes)>> {
+        loop {
             if let Some(s) = &mut self.stream {
                 while s
                     .buf
@@ -77,12 +117,7 @@ impl ReadAhead {
                     .iter()
                     .find(|(o, b)| *o <= pos && pos < o + b.len() as u64)
                 {
-                    let from = (pos - o) as usize;
-                    let n = (b.len() - from).min((end - pos) as usize);
-                    let at = (pos - off) as usize;
-                    out[at..at + n].copy_from_slice(&b[from..from + n]);
-                    pos += n as u64;
-                    continue;
+                    return Ok(Some((*o, b.clone())));
                 }
                 let reachable = s.next <= pos && pos < s.end && pos - s.next < MAX_WINDOW;
                 if reachable {
@@ -93,9 +128,7 @@ impl ReadAhead {
                             s.next += len;
                             continue;
                         }
-                        // The committed length ended before the window: the rest reads as
-                        // zeros (the caller's buffer holds them already).
-                        None => break,
+                        None => return Ok(None),
                     }
                 }
             }
@@ -115,6 +148,5 @@ impl ReadAhead {
                 buf: VecDeque::new(),
             });
         }
-        Ok(())
     }
 }
