@@ -28,19 +28,27 @@ impl MetaState {
                 "lies past the largest file size (2^60 bytes)",
             ));
         }
-        let pos = match file.slots.binary_search_by_key(&index, |s| s.index) {
-            Ok(pos) => {
-                let chunk_id = file.slots[pos].chunk;
-                let version = self.version(chunk_id);
-                return Ok(MetaResponse::Chunk {
-                    chunk_id,
-                    version,
-                    fresh: false,
-                });
-            }
-            Err(pos) => pos,
-        };
+        if let Ok(pos) = file.slots.binary_search_by_key(&index, |s| s.index) {
+            let chunk_id = file.slots[pos].chunk;
+            let version = self.version(chunk_id);
+            return Ok(MetaResponse::Chunk {
+                chunk_id,
+                version,
+                fresh: false,
+            });
+        }
         let chunk_id = self.alloc_chunk_id();
+        self.bind_chunk(inode, index, chunk_id);
+        Ok(MetaResponse::Chunk {
+            chunk_id,
+            version: 1,
+            fresh: true,
+        })
+    }
+
+    /// Puts `chunk_id` (version 1) into slot `index` of file `inode`. The caller has checked
+    /// that the inode is a file, the slot a hole and the id unused.
+    pub(crate) fn bind_chunk(&mut self, inode: InodeId, index: u64, chunk_id: ChunkId) {
         self.chunks.insert(
             chunk_id,
             ChunkMeta {
@@ -52,7 +60,8 @@ impl MetaState {
         let file = self
             .node_mut(inode)
             .as_file_mut()
-            .expect("checked to be a file above");
+            .expect("checked to be a file by the caller");
+        let pos = file.slots.partition_point(|s| s.index < index);
         file.slots.insert(
             pos,
             Slot {
@@ -60,11 +69,6 @@ impl MetaState {
                 chunk: chunk_id,
             },
         );
-        Ok(MetaResponse::Chunk {
-            chunk_id,
-            version: 1,
-            fresh: true,
-        })
     }
 
     pub(crate) fn set_chunk_version(

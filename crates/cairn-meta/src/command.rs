@@ -254,6 +254,22 @@ pub enum MetaCommand {
         gid: u32,
         now_ns: i64,
     },
+    /// Sets aside `count` (1..=65536) chunk ids that no `AllocChunk` will hand out, for
+    /// chunks the master places before any file references them (`CommitWriteNew` binds
+    /// them). Answers [`MetaResponse::ChunkIds`].
+    ReserveChunkIds { count: u64 },
+    /// `CommitWrite` that first puts written chunks into empty slots of the file: each
+    /// `(index, chunk)` names a reserved id no chunk uses yet, for a slot that is a hole
+    /// (or already holds that chunk), at version 1. All or nothing: a slot another chunk
+    /// took meanwhile, or an id not set aside, is [`crate::MetaError::Stale`] and changes
+    /// nothing. Answers [`MetaResponse::Attr`].
+    CommitWriteNew {
+        inode: InodeId,
+        end: u64,
+        new_chunks: Vec<(u64, ChunkId)>,
+        now_ns: i64,
+        session: Option<SessionId>,
+    },
 }
 
 /// What a successful command answers.
@@ -304,4 +320,6 @@ pub enum MetaResponse {
         freed: Vec<(ChunkId, u64)>,
         dropped: Vec<Grant>,
     },
+    /// ReserveChunkIds: the first id set aside (the range is `first..first + count`).
+    ChunkIds { first: ChunkId, count: u64 },
 }

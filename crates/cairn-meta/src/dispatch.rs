@@ -52,6 +52,14 @@ impl MetaState {
                 session,
             } => self.rename(from, to, *no_replace, *now_ns, *session),
             C::AllocChunk { inode, index } => self.alloc_chunk(*inode, *index),
+            C::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
+            C::CommitWriteNew {
+                inode,
+                end,
+                new_chunks,
+                now_ns,
+                session,
+            } => self.commit_write_new(*inode, *end, new_chunks, *now_ns, *session),
             C::SetChunkVersion { chunk_id, version } => self.set_chunk_version(*chunk_id, *version),
             C::CommitWrite {
                 inode,

@@ -42,6 +42,10 @@ pub enum MetaError {
     /// is `NotFound`.
     #[error("{0}: no such attribute")]
     NoAttribute(String),
+    /// What the request relied on changed meanwhile (a chunk slot another chunk took);
+    /// the caller starts over. The string is the whole message.
+    #[error("{0}")]
+    Stale(String),
 }
 
 impl MetaError {
@@ -59,6 +63,7 @@ impl MetaError {
             MetaError::InvalidPath(_) => ErrorKind::InvalidPath,
             MetaError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             MetaError::NoAttribute(_) => ErrorKind::NotFound,
+            MetaError::Stale(_) => ErrorKind::Stale,
         }
     }
 

@@ -21,6 +21,7 @@
 //!   granted (the queue is settled after every command).
 //!
 
+mod chunk_ids;
 mod chunks;
 mod command;
 mod dedup;

@@ -507,3 +507,87 @@ fn chunks_lists_every_live_chunk_with_its_goal() {
         ]
     );
 }
+
+fn reserve(st: &mut MetaState, count: u64) -> ChunkId {
+    match ok(st, MetaCommand::ReserveChunkIds { count }) {
+        MetaResponse::ChunkIds { first, count: c } => {
+            assert_eq!(c, count);
+            first
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn commit_new(inode: InodeId, end: u64, new_chunks: Vec<(u64, ChunkId)>) -> MetaCommand {
+    MetaCommand::CommitWriteNew {
+        inode,
+        end,
+        new_chunks,
+        now_ns: 50,
+        session: None,
+    }
+}
+
+#[test]
+fn reserved_chunk_ids_are_never_allocated_and_bind_at_commit() {
+    let mut st = fs();
+    let f = create(&mut st, "/f");
+    let g = create(&mut st, "/g");
+    let first = reserve(&mut st, 4);
+    // AllocChunk continues after the reserved range.
+    let other = alloc(&mut st, g.inode, 0);
+    assert!(other >= first + 4, "AllocChunk handed out a reserved id");
+    // Binding a reserved id fills the hole at version 1 and commits the length.
+    let resp = ok(&mut st, commit_new(f.inode, 1000, vec![(0, first + 1)]));
+    match resp {
+        MetaResponse::Attr(a) => {
+            assert_eq!(a.size, 1000);
+            assert_eq!(a.mtime_ns, 50);
+            assert_eq!(a.chunk_count, 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let (_, refs) = st.file_chunks(f.inode, 0, 0).unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!((refs[0].chunk_id, refs[0].version), (first + 1, 1));
+    // Committing the same binding again (a second write to the chunk) is fine.
+    ok(&mut st, commit_new(f.inode, 1500, vec![(0, first + 1)]));
+    st.check_invariants().unwrap();
+}
+
+#[test]
+fn a_bad_binding_is_stale_and_changes_nothing() {
+    let mut st = fs();
+    let f = create(&mut st, "/f");
+    let g = create(&mut st, "/g");
+    let first = reserve(&mut st, 4);
+    let taken = alloc(&mut st, f.inode, 1);
+    ok(&mut st, commit_new(g.inode, 10, vec![(0, first)]));
+    let before = st.clone();
+    let cases = [
+        // A slot another chunk holds.
+        commit_new(f.inode, 3000, vec![(0, first + 1), (1, first + 2)]),
+        // An id another file uses.
+        commit_new(f.inode, 3000, vec![(0, first)]),
+        // An id never set aside (past the counter) and id 0.
+        commit_new(f.inode, 3000, vec![(0, taken + 100)]),
+        commit_new(f.inode, 3000, vec![(0, 0)]),
+    ];
+    for cmd in cases {
+        assert_eq!(err_kind(&mut st, cmd.clone()), ErrorKind::Stale, "{cmd:?}");
+        assert_eq!(st, before, "a refused binding changed the state: {cmd:?}");
+    }
+    // The same slot or id twice in one command is a malformed request.
+    assert_eq!(
+        err_kind(
+            &mut st,
+            commit_new(f.inode, 10, vec![(0, first + 1), (0, first + 2)])
+        ),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        err_kind(&mut st, MetaCommand::ReserveChunkIds { count: 0 }),
+        ErrorKind::InvalidArgument
+    );
+    st.check_invariants().unwrap();
+}
