@@ -22,6 +22,7 @@ mod cache;
 mod ops;
 mod posix;
 mod posix_io;
+mod prepared;
 mod read;
 mod session;
 mod write;
@@ -169,12 +170,25 @@ pub(crate) struct Inner {
     session_open: tokio::sync::Mutex<()>,
     /// Chunk locations of files read before, for reads while the master is unreachable.
     locations: cache::LocationCache,
+    /// Leases for new files' first chunks, and chunks written under them (`prepared.rs`).
+    pub(crate) prepared: prepared::PreparedLeases,
+    /// The cluster's chunk size, fixed when it was formatted (0: not known yet).
+    chunk_size: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
     /// The open session's id, or 0.
     pub(crate) fn session_id(&self) -> u64 {
         self.session.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Remembers the cluster's chunk size (fixed at format time) from any answer that
+    /// carries it, sparing later writes a `GetChunks` to learn it.
+    pub(crate) fn learn_chunk_size(&self, chunk_size: u64) {
+        if chunk_size != 0 {
+            self.chunk_size
+                .store(chunk_size, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn chunk_client(
@@ -270,6 +284,8 @@ impl Client {
                 session: std::sync::atomic::AtomicU64::new(0),
                 session_open: tokio::sync::Mutex::new(()),
                 locations: Default::default(),
+                prepared: Default::default(),
+                chunk_size: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -305,6 +321,13 @@ impl Client {
     /// Creates an empty file; with `overwrite`, an existing file is emptied instead of an
     /// `AlreadyExists` error.
     pub async fn create(&self, p: &str, overwrite: bool) -> Result<Attr> {
+        self.create_as(p, overwrite, false).await
+    }
+
+    /// [`Client::create`]; with `prepare_write`, keeps the lease the master answers for the
+    /// new file's first chunk (`prepared.rs`): only for callers that can write their data
+    /// again if the commit is `Stale`.
+    async fn create_as(&self, p: &str, overwrite: bool, prepare_write: bool) -> Result<Attr> {
         let path = path(p)?.to_string();
         let req = self.inner.master.request_id();
         let r = self
@@ -320,12 +343,18 @@ impl Client {
                         overwrite,
                         mode: 0,
                         goal: 0,
-                        session_id: self.inner.session_id()
+                        session_id: self.inner.session_id(),
+                        prepare_write
                     }
                 ),
             )
             .await?;
-        Attr::from_pb(r.attr)
+        let attr = Attr::from_pb(r.attr)?;
+        if let Some(first) = r.first_write {
+            self.inner.learn_chunk_size(first.chunk_size);
+            self.inner.prepared.offer(attr.inode, first);
+        }
+        Ok(attr)
     }
 
     pub async fn stat(&self, p: &str) -> Result<Attr> {
@@ -421,19 +450,20 @@ impl Client {
     /// Creates (or, with `overwrite`, empties) a file and writes `data` into it. Returns once
     /// every byte is durable on every replica.
     pub async fn write_all(&self, p: &str, data: Bytes, overwrite: bool) -> Result<Attr> {
-        let attr = self.create(p, overwrite).await?;
+        let attr = self.create_as(p, overwrite, !data.is_empty()).await?;
         let chunk_size = self.chunk_size(attr.inode).await?;
         let len = data.len() as u64;
         self.inner
-            .write_range(
-                attr.inode,
-                chunk_size,
-                0,
-                Payload::Memory(data),
-                self.inner.config.write_parallelism,
-            )
-            .await?;
-        self.inner.commit_write(attr.inode, len).await
+            .write_committed(attr.inode, len, || {
+                self.inner.write_range(
+                    attr.inode,
+                    chunk_size,
+                    0,
+                    Payload::Memory(data.clone()),
+                    self.inner.config.write_parallelism,
+                )
+            })
+            .await
     }
 
     /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
@@ -457,7 +487,7 @@ impl Client {
             .metadata()
             .map_err(|e| Error::new(ErrorKind::Internal, format!("{}: {e}", local.display())))?
             .len();
-        let attr = self.create(p, overwrite).await?;
+        let attr = self.create_as(p, overwrite, len > 0).await?;
         let chunk_size = self.chunk_size(attr.inode).await?;
         let payload = Payload::File {
             file: Arc::new(file),
@@ -465,16 +495,17 @@ impl Client {
             len,
         };
         self.inner
-            .write_range_progress(
-                attr.inode,
-                chunk_size,
-                0,
-                payload,
-                self.inner.config.write_parallelism,
-                progress,
-            )
-            .await?;
-        self.inner.commit_write(attr.inode, len).await
+            .write_committed(attr.inode, len, || {
+                self.inner.write_range_progress(
+                    attr.inode,
+                    chunk_size,
+                    0,
+                    payload.clone(),
+                    self.inner.config.write_parallelism,
+                    progress.clone(),
+                )
+            })
+            .await
     }
 
     /// Creates (or empties) a file and returns a streaming writer for it.
@@ -491,7 +522,15 @@ impl Client {
     }
 
     async fn chunk_size(&self, inode: u64) -> Result<u64> {
+        let known = self
+            .inner
+            .chunk_size
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if known != 0 {
+            return Ok(known);
+        }
         let (_, chunk_size, _) = self.inner.chunk_locations(inode, 0, 1).await?;
+        self.inner.learn_chunk_size(chunk_size);
         if chunk_size == 0 {
             return Err(Error::new(
                 ErrorKind::Internal,

@@ -244,6 +244,21 @@ impl Posix {
         n: NewNode,
         exclusive: bool,
     ) -> Result<Node> {
+        self.create_at_for(parent, name, n, exclusive, false).await
+    }
+
+    /// [`Posix::create_at`]; with `prepare_write`, keeps the lease the master answers for a
+    /// new file's first chunk, so its first write needs no `PrepareWrite`. Only for a
+    /// caller that still holds its data when it commits (a `Stale` commit means: write it
+    /// again, then commit again).
+    pub async fn create_at_for(
+        &self,
+        parent: u64,
+        name: &str,
+        n: NewNode,
+        exclusive: bool,
+        prepare_write: bool,
+    ) -> Result<Node> {
         let r = pb::CreateAtRequest {
             req: self.req(),
             parent,
@@ -252,8 +267,16 @@ impl Posix {
             uid: n.uid,
             gid: n.gid,
             exclusive,
+            prepare_write,
         };
-        self.node_call("create", fs_rpc!(create_at, r)).await
+        let m = &self.inner.master;
+        let resp = m.call_on("create", &m.fs, fs_rpc!(create_at, r)).await?;
+        let node = Node::from_pb(resp.node)?;
+        if let Some(first) = resp.first_write {
+            self.inner.learn_chunk_size(first.chunk_size);
+            self.inner.prepared.offer(node.attr.inode, first);
+        }
+        Ok(node)
     }
 
     /// Creates a FIFO, socket or device node.

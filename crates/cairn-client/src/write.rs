@@ -119,26 +119,46 @@ impl Inner {
                 }
                 tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
             }
-            let req = self.master.request_id();
-            let prep = self
-                .master
-                .call(
-                    "prepare write",
-                    rpc!(
-                        prepare_write,
-                        pb::PrepareWriteRequest {
-                            req: Some(req),
-                            inode,
-                            chunk_index: index,
-                            session_id: self.session_id(),
-                        }
-                    ),
-                )
-                .await?;
+            // The first attempt uses the lease a create answered, if it holds one.
+            let prepared = if attempt == 0 {
+                self.prepared.lease_for(inode, index)
+            } else {
+                None
+            };
+            let from_create = prepared.is_some();
+            let prep = match prepared {
+                Some(p) => p,
+                None => {
+                    let req = self.master.request_id();
+                    self.master
+                        .call(
+                            "prepare write",
+                            rpc!(
+                                prepare_write,
+                                pb::PrepareWriteRequest {
+                                    req: Some(req),
+                                    inode,
+                                    chunk_index: index,
+                                    session_id: self.session_id(),
+                                }
+                            ),
+                        )
+                        .await?
+                }
+            };
             let status = match self.push_chain(&prep, mutation).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if from_create {
+                        let chunk = prep.lease.as_ref().map_or(0, |l| l.chunk_id);
+                        self.prepared.wrote(inode, index, chunk);
+                    }
+                    return Ok(());
+                }
                 Err(s) => s,
             };
+            if from_create {
+                self.prepared.failed(inode);
+            }
             let err = Error::from_status(&status);
             let lease = prep.lease.clone().unwrap_or_default();
             match cairn_proto::failed_server(&status) {
@@ -349,7 +369,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Extends the file to `end`; chunks written under a create's lease join it in the
+    /// same command. `Stale` means the master would not take one of those: the data must be
+    /// written again (the lease is dropped, so that goes the ordinary way).
     pub(crate) async fn commit_write(&self, inode: u64, end: u64) -> Result<Attr> {
+        let new_chunks: Vec<pb::NewChunk> = self
+            .prepared
+            .take_written(inode)
+            .into_iter()
+            .map(|(index, chunk_id)| pb::NewChunk { index, chunk_id })
+            .collect();
+        let binds = !new_chunks.is_empty();
         let req = self.master.request_id();
         let r = self
             .master
@@ -362,11 +392,44 @@ impl Inner {
                         inode,
                         end,
                         session_id: self.session_id(),
+                        new_chunks: new_chunks.clone(),
                     }
                 ),
             )
-            .await?;
-        Attr::from_pb(r.attr)
+            .await;
+        match r {
+            Ok(r) => Attr::from_pb(r.attr),
+            Err(e) => {
+                if binds && e.kind() == ErrorKind::Stale {
+                    self.prepared.forget(inode);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `write` (which writes bytes up to `end` of `inode` and can run again), then
+    /// commits `end`; if the commit could not take chunks written under a create's lease,
+    /// writes again the ordinary way and commits once more.
+    pub(crate) async fn write_committed<F, Fut>(
+        &self,
+        inode: u64,
+        end: u64,
+        write: F,
+    ) -> Result<Attr>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        write().await?;
+        match self.commit_write(inode, end).await {
+            Err(e) if e.kind() == ErrorKind::Stale => {
+                tracing::info!(inode, error = %e, "a first chunk was not taken; writing again");
+                write().await?;
+                self.commit_write(inode, end).await
+            }
+            r => r,
+        }
     }
 }
 

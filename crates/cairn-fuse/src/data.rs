@@ -193,9 +193,20 @@ impl Core {
             .map(|(o, b)| o + b.len() as u64)
             .max()
             .unwrap_or(0);
-        let result = self.write_extents(ino, extents).await;
-        let result = match result {
-            Ok(()) => self.posix.commit(ino, end).await,
+        let result = match self.write_extents(ino, extents.clone()).await {
+            Ok(()) => match self.posix.commit(ino, end).await {
+                // The master did not take the first chunk written under the create's lease
+                // (it restarted, or the lease lapsed): the lease is dropped, so writing the
+                // extents again goes the ordinary way.
+                Err(e) if e.kind() == Kind::Stale => {
+                    tracing::info!(ino, error = %e, "writing a file's first chunk again");
+                    match self.write_extents(ino, extents).await {
+                        Ok(()) => self.posix.commit(ino, end).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                r => r,
+            },
             Err(e) => Err(e),
         };
         let committed = self.files.with(ino, |s| {

@@ -198,7 +198,7 @@ impl Filesystem for CairnFs {
             |core| async move {
                 let made = match kind {
                     Some(k) => core.mknod(parent.0, &name, k, rdev, n).await,
-                    None => match core.create(parent.0, &name, n, true, false).await {
+                    None => match core.create(parent.0, &name, n, true, false, false).await {
                         Ok((node, fh)) => core.release(fh, None).await.map(|()| node),
                         Err(err) => Err(err),
                     },
@@ -535,11 +535,12 @@ impl Filesystem for CairnFs {
         let n = new_node(mode, req.uid(), req.gid());
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         spawn!(
             self,
             reply,
             |core| async move {
-                core.create(parent.0, &name, n, exclusive, truncate)
+                core.create(parent.0, &name, n, exclusive, truncate, write)
                     .await
                     .map_err(e)
             },

@@ -151,7 +151,10 @@ impl Core {
         Ok(node)
     }
 
-    /// Creates (or, without `exclusive`, opens an existing) regular file and opens it.
+    /// Creates (or, without `exclusive`, opens an existing) regular file and opens it. A
+    /// new file opened for writing comes with a lease for its first chunk, so its first
+    /// flush skips `PrepareWrite` (the flush still holds its data if the master does not
+    /// take that chunk at the commit, and writes it again).
     pub async fn create(
         &self,
         parent: u64,
@@ -159,13 +162,14 @@ impl Core {
         n: NewNode,
         exclusive: bool,
         truncate: bool,
+        write: bool,
     ) -> Result<(Node, u64)> {
         // The kernel asks to create only after a lookup found no such name, so an
         // exclusive attempt nearly always succeeds, and then the file is surely new: its
         // parent's attributes can be updated here and it has no extended attributes (the
         // kernel asks for `security.capability` at the first write). Only when another
         // client made the name meanwhile does a plain create follow.
-        let (mut node, new) = match self.posix.create_at(parent, name, n, true).await {
+        let (mut node, new) = match self.posix.create_at_for(parent, name, n, true, write).await {
             Ok(node) => (node, true),
             Err(err) if !exclusive && err.kind() == Kind::AlreadyExists => {
                 (self.posix.create_at(parent, name, n, false).await?, false)

@@ -212,6 +212,19 @@ impl Master {
                 .map(|a| a.goal)
                 .unwrap_or(meta.default_goal())
         };
+        self.grant_placed(chunk_id, index, version, goal, now)
+    }
+
+    /// Places a chunk no replica of which exists yet on `goal` servers and grants a
+    /// `create` lease on them.
+    fn grant_placed(
+        &self,
+        chunk_id: ChunkId,
+        index: u64,
+        version: u64,
+        goal: u8,
+        now: u64,
+    ) -> Result<pb::PrepareWriteResponse, MasterError> {
         let mut cluster = self.cluster();
         let chain = cluster.placement(goal as usize, &[], self.config.reserve_bytes);
         if chain.len() < self.config.min_replicas.max(1) {
@@ -333,6 +346,48 @@ impl Master {
             }),
             lease: Some(lease),
             chain,
+        }
+    }
+
+    /// Places the first chunk of a file just created for writing and grants a lease on it
+    /// (`prepared.rs`); `None` when the file already has data or no chunk could be placed
+    /// (the write then goes through `PrepareWrite` as usual).
+    pub async fn prepare_first_chunk(
+        &self,
+        attr: &cairn_meta::Attr,
+    ) -> Option<pb::PrepareWriteResponse> {
+        if attr.file_type != cairn_meta::FileType::File || attr.size > 0 || attr.chunk_count > 0 {
+            return None;
+        }
+        let chunk_id = match self.prepared.take_id(&self.meta).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(error = %e, "no chunk id for a prepared lease");
+                return None;
+            }
+        };
+        match self.grant_placed(chunk_id, 0, 1, attr.goal, unix_ms()) {
+            Ok(resp) => {
+                self.prepared.insert(chunk_id, attr.inode, 0);
+                Some(resp)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no placement for a prepared lease");
+                None
+            }
+        }
+    }
+
+    /// Forgets prepared chunks whose commit never came: their locations and leases go,
+    /// and replicas written under them are collected as orphans.
+    pub fn expire_prepared(&self) {
+        let due = self.prepared.expire(std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let mut cluster = self.cluster();
+        for chunk in due {
+            cluster.forget_chunk(chunk);
         }
     }
 

@@ -30,6 +30,9 @@ pub enum MasterError {
     ReplicationFailed(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// What the request relied on is gone (e.g. a prepared chunk); the caller starts over.
+    #[error("{0}")]
+    Stale(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -49,6 +52,7 @@ impl MasterError {
             MasterError::NoSpace(_) => ErrorKind::NoSpace,
             MasterError::ReplicationFailed(_) => ErrorKind::ReplicationFailed,
             MasterError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            MasterError::Stale(_) => ErrorKind::Stale,
         }
     }
 }

@@ -270,8 +270,10 @@ impl Master {
         }
     }
 
-    /// Marks servers dead that stopped beating, and deletes orphans past their grace.
+    /// Marks servers dead that stopped beating, forgets prepared chunks whose commit never
+    /// came, and deletes orphans past their grace.
     pub fn check_liveness(&self) {
+        self.expire_prepared();
         let meta = self.meta.read();
         let mut cluster = self.cluster();
         for id in cluster.silent_servers(self.config.dead_timeout) {
@@ -294,6 +296,11 @@ impl Master {
             .map(|(k, _)| *k)
             .collect();
         for (server, chunk) in due {
+            if self.prepared.contains(chunk) {
+                // It joins the namespace when its write is committed; looked at again
+                // once it is bound or forgotten.
+                continue;
+            }
             cluster.orphans.remove(&(server, chunk));
             if meta.chunk(chunk).is_none() {
                 tracing::info!(server, chunk, "deleting an orphan replica");

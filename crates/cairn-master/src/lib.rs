@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod oplog;
 mod posix;
 mod posix_service;
+pub mod prepared;
 pub mod replication;
 mod replication_jobs;
 mod service;

@@ -28,6 +28,8 @@ pub struct CreateArgs {
     pub mode: u32,
     pub goal: u32,
     pub session_id: u64,
+    /// Answer a lease for the new file's first chunk too.
+    pub prepare_write: bool,
 }
 
 /// The master: durable namespace plus soft cluster state.
@@ -46,6 +48,8 @@ pub struct Master {
     pub events: crate::events::EventLog,
     /// Re-replication: jobs in flight and progress counters.
     pub replicator: crate::replication::Replicator,
+    /// First chunks placed with new files, not yet bound to them.
+    pub prepared: crate::prepared::PreparedChunks,
     /// Fires when the master stops; long-lived streams end on it.
     shutdown: Mutex<cairn_common::CancellationToken>,
 }
@@ -129,6 +133,9 @@ impl Master {
         }
         let has_chunks = meta.read().totals().chunks > 0;
         let replicator = crate::replication::Replicator::new(config.replication.clone());
+        // Bindable for a second lease's length: a write finishes under the lease and its
+        // commit follows at once.
+        let prepared = crate::prepared::PreparedChunks::new(config.lease_duration * 2);
         Ok(Arc::new(Master {
             config,
             meta,
@@ -142,6 +149,7 @@ impl Master {
             sessions: Default::default(),
             events: Default::default(),
             replicator,
+            prepared,
         }))
     }
 
@@ -252,7 +260,12 @@ impl Master {
     }
 
     /// Creates a file; with `overwrite`, an existing file is emptied (its chunks freed).
-    pub async fn create(&self, req: Option<RequestId>, c: CreateArgs) -> Result<Attr, MasterError> {
+    pub async fn create(
+        &self,
+        req: Option<RequestId>,
+        c: CreateArgs,
+    ) -> Result<(Attr, Option<pb::PrepareWriteResponse>), MasterError> {
+        let prepare = c.prepare_write;
         let mode = if c.mode == 0 { 0o644 } else { c.mode & 0o7777 };
         let goal = u8::try_from(c.goal)
             .map_err(|_| MasterError::InvalidArgument(format!("goal {} is too large", c.goal)))?;
@@ -268,7 +281,13 @@ impl Master {
         };
         let r = self.meta.propose(req, cmd).await?;
         self.settle(&r);
-        expect_attr(r)
+        let attr = expect_attr(r)?;
+        let first = if prepare {
+            self.prepare_first_chunk(&attr).await
+        } else {
+            None
+        };
+        Ok((attr, first))
     }
 
     pub async fn delete(
@@ -309,20 +328,51 @@ impl Master {
         Ok(())
     }
 
+    /// Extends a file's length; chunks written under a prepared lease (`new_chunks`) join
+    /// the file in the same logged command.
     pub async fn commit_write(
         &self,
         req: Option<RequestId>,
         inode: u64,
         end: u64,
         session_id: u64,
+        new_chunks: Vec<(u64, ChunkId)>,
     ) -> Result<Attr, MasterError> {
-        let cmd = MetaCommand::CommitWrite {
+        if new_chunks.is_empty() {
+            let cmd = MetaCommand::CommitWrite {
+                inode,
+                end,
+                session: session(session_id),
+                now_ns: now_ns(),
+            };
+            return expect_attr(self.meta.propose(req, cmd).await?);
+        }
+        // A chunk already in its slot was bound by an earlier attempt of this commit (its
+        // answer was lost); the others must still be prepared here.
+        let pending: Vec<(u64, ChunkId)> = {
+            let meta = self.meta.read();
+            new_chunks
+                .iter()
+                .copied()
+                .filter(|&(index, chunk)| {
+                    let bound = meta
+                        .file_chunks(inode, index, 1)
+                        .is_ok_and(|(_, refs)| refs.first().is_some_and(|r| r.chunk_id == chunk));
+                    !bound
+                })
+                .collect()
+        };
+        self.prepared.begin_bind(inode, &pending)?;
+        let cmd = MetaCommand::CommitWriteNew {
             inode,
             end,
+            new_chunks,
             session: session(session_id),
             now_ns: now_ns(),
         };
-        expect_attr(self.meta.propose(req, cmd).await?)
+        let r = self.meta.propose(req, cmd).await;
+        self.prepared.end_bind(&pending, r.is_ok());
+        expect_attr(r?)
     }
 
     pub async fn truncate(

@@ -198,6 +198,8 @@ impl Master {
         self.propose_node(req, cmd).await
     }
 
+    /// Creates a file; with `prepare_write` also places its first chunk (see
+    /// `prepared.rs`) and answers a lease on it.
     pub async fn fs_create_at(
         &self,
         req: Option<RequestId>,
@@ -205,7 +207,8 @@ impl Master {
         name: String,
         o: Owner,
         exclusive: bool,
-    ) -> Result<pb::Node, MasterError> {
+        prepare_write: bool,
+    ) -> Result<(pb::Node, Option<pb::PrepareWriteResponse>), MasterError> {
         let o = self.inherit(parent, o, false)?;
         let cmd = MetaCommand::CreateAt {
             parent,
@@ -216,7 +219,18 @@ impl Master {
             exclusive,
             now_ns: now_ns(),
         };
-        self.propose_node(req, cmd).await
+        let r = self.meta.propose(req, cmd).await?;
+        self.settle(&r);
+        let Some(attr) = attr_of(&r) else {
+            return Err(unexpected(r));
+        };
+        let attr = attr.clone();
+        let first = if prepare_write {
+            self.prepare_first_chunk(&attr).await
+        } else {
+            None
+        };
+        Ok((node_of(&self.meta.read(), &attr), first))
     }
 
     pub async fn fs_mknod_at(

@@ -27,7 +27,10 @@ impl FsService {
 }
 
 fn node(n: pb::Node) -> Response<pb::NodeResponse> {
-    Response::new(pb::NodeResponse { node: Some(n) })
+    Response::new(pb::NodeResponse {
+        node: Some(n),
+        first_write: None,
+    })
 }
 
 #[tonic::async_trait]
@@ -96,11 +99,21 @@ impl FileSystem for FsService {
             uid: r.uid,
             gid: r.gid,
         };
-        let n = self
+        let (n, first_write) = self
             .master
-            .fs_create_at(request_id(r.req), r.parent, r.name, o, r.exclusive)
+            .fs_create_at(
+                request_id(r.req),
+                r.parent,
+                r.name,
+                o,
+                r.exclusive,
+                r.prepare_write,
+            )
             .await?;
-        Ok(node(n))
+        Ok(Response::new(pb::NodeResponse {
+            node: Some(n),
+            first_write,
+        }))
     }
 
     async fn mknod_at(

@@ -52,9 +52,13 @@ impl MasterRpc for MasterService {
             mode: r.mode,
             goal: r.goal,
             session_id: r.session_id,
+            prepare_write: r.prepare_write,
         };
-        let a = self.master.create(request_id(r.req), args).await?;
-        Ok(Response::new(pb::CreateResponse { attr: attr(&a) }))
+        let (a, first_write) = self.master.create(request_id(r.req), args).await?;
+        Ok(Response::new(pb::CreateResponse {
+            attr: attr(&a),
+            first_write,
+        }))
     }
 
     async fn stat(
@@ -143,9 +147,10 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<pb::CommitWriteResponse>, Status> {
         let r = req.into_inner();
         cairn_common::telemetry::record_subject(format_args!("inode {} end {}", r.inode, r.end));
+        let new_chunks = r.new_chunks.iter().map(|c| (c.index, c.chunk_id)).collect();
         let a = self
             .master
-            .commit_write(request_id(r.req), r.inode, r.end, r.session_id)
+            .commit_write(request_id(r.req), r.inode, r.end, r.session_id, new_chunks)
             .await?;
         Ok(Response::new(pb::CommitWriteResponse { attr: attr(&a) }))
     }

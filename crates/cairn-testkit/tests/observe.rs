@@ -111,7 +111,8 @@ async fn health_metrics_and_status_endpoints() -> anyhow::Result<()> {
     };
     assert!(value("cairn_master_rpc_requests_total{code=Ok,method=Master/Create}") >= 1.0);
     assert!(value("cairn_master_rpc_requests_total{code=NotFound,method=Master/Stat}") >= 1.0);
-    assert!(value("cairn_master_rpc_duration_seconds{method=Master/PrepareWrite}#count") >= 3.0);
+    // Three chunks: the first was placed with the create, the other two by PrepareWrite.
+    assert!(value("cairn_master_rpc_duration_seconds{method=Master/PrepareWrite}#count") >= 2.0);
     assert_eq!(value("cairn_master_chunkservers{state=alive}"), 3.0);
     assert_eq!(value("cairn_master_chunks{state=at_goal}"), 3.0);
     assert_eq!(value("cairn_master_chunks{state=under_goal}"), 0.0);
