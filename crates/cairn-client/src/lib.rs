@@ -25,10 +25,10 @@ mod posix_io;
 mod prepared;
 mod read;
 mod session;
+mod transfer;
 mod write;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +49,6 @@ pub use session::{ExclusiveFile, LockKind, LockOptions};
 pub use write::{FileWriter, Progress};
 
 use master::MasterConn;
-use write::Payload;
 
 /// How a client reaches and waits for the cluster.
 #[derive(Clone, Debug)]
@@ -327,7 +326,12 @@ impl Client {
     /// [`Client::create`]; with `prepare_write`, keeps the lease the master answers for the
     /// new file's first chunk (`prepared.rs`): only for callers that can write their data
     /// again if the commit is `Stale`.
-    async fn create_as(&self, p: &str, overwrite: bool, prepare_write: bool) -> Result<Attr> {
+    pub(crate) async fn create_as(
+        &self,
+        p: &str,
+        overwrite: bool,
+        prepare_write: bool,
+    ) -> Result<Attr> {
         let path = path(p)?.to_string();
         let req = self.inner.master.request_id();
         let r = self
@@ -445,99 +449,6 @@ impl Client {
             )
             .await?;
         Ok(())
-    }
-
-    /// Creates (or, with `overwrite`, empties) a file and writes `data` into it. Returns once
-    /// every byte is durable on every replica.
-    pub async fn write_all(&self, p: &str, data: Bytes, overwrite: bool) -> Result<Attr> {
-        let attr = self.create_as(p, overwrite, !data.is_empty()).await?;
-        let chunk_size = self.chunk_size(attr.inode).await?;
-        let len = data.len() as u64;
-        self.inner
-            .write_committed(attr.inode, len, || {
-                self.inner.write_range(
-                    attr.inode,
-                    chunk_size,
-                    0,
-                    Payload::Memory(data.clone()),
-                    self.inner.config.write_parallelism,
-                )
-            })
-            .await
-    }
-
-    /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
-    /// (again, if a replica fails), so memory stays small whatever the file's size.
-    pub async fn put_file(&self, local: &Path, p: &str, overwrite: bool) -> Result<Attr> {
-        self.put_file_with_progress(local, p, overwrite, None).await
-    }
-
-    /// [`Client::put_file`], calling `progress` with the bytes of each chunk once it is
-    /// durable on every replica.
-    pub async fn put_file_with_progress(
-        &self,
-        local: &Path,
-        p: &str,
-        overwrite: bool,
-        progress: Option<Progress>,
-    ) -> Result<Attr> {
-        let file = std::fs::File::open(local)
-            .map_err(|e| Error::new(ErrorKind::NotFound, format!("{}: {e}", local.display())))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("{}: {e}", local.display())))?
-            .len();
-        let attr = self.create_as(p, overwrite, len > 0).await?;
-        let chunk_size = self.chunk_size(attr.inode).await?;
-        let payload = Payload::File {
-            file: Arc::new(file),
-            offset: 0,
-            len,
-        };
-        self.inner
-            .write_committed(attr.inode, len, || {
-                self.inner.write_range_progress(
-                    attr.inode,
-                    chunk_size,
-                    0,
-                    payload.clone(),
-                    self.inner.config.write_parallelism,
-                    progress.clone(),
-                )
-            })
-            .await
-    }
-
-    /// Creates (or empties) a file and returns a streaming writer for it.
-    pub async fn writer(&self, p: &str, overwrite: bool) -> Result<FileWriter> {
-        let attr = self.create(p, overwrite).await?;
-        let chunk_size = self.chunk_size(attr.inode).await?;
-        Ok(FileWriter::new(
-            self.inner.clone(),
-            attr.inode,
-            chunk_size,
-            self.inner.config.write_segment,
-            0,
-        ))
-    }
-
-    async fn chunk_size(&self, inode: u64) -> Result<u64> {
-        let known = self
-            .inner
-            .chunk_size
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if known != 0 {
-            return Ok(known);
-        }
-        let (_, chunk_size, _) = self.inner.chunk_locations(inode, 0, 1).await?;
-        self.inner.learn_chunk_size(chunk_size);
-        if chunk_size == 0 {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                "the master reported a chunk size of 0",
-            ));
-        }
-        Ok(chunk_size)
     }
 
     /// A reader over `[offset, offset+len)` of a file (clipped to its length).
