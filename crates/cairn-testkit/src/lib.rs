@@ -1,5 +1,5 @@
-//! Test clusters: a real master and real chunk servers, in-process on `127.0.0.1:0`
-//! listeners, each with its own data directory under one temp dir.
+//! Test clusters: a real master and real chunk servers, in-process on loopback listeners
+//! (ports chosen by [`ports`]), each with its own data directory under one temp dir.
 //!
 //! `kill_*` aborts a node's tasks without any shutdown work (what `kill -9` leaves behind
 //! on disk: whatever was made durable); `restart_*` starts it again on the same data
@@ -18,6 +18,7 @@ use cairn_common::CancellationToken;
 use cairn_master::MasterConfig;
 use tokio::net::TcpListener;
 
+pub mod ports;
 pub mod process;
 
 /// Default chunk size of test clusters: small, so tests cross chunk boundaries cheaply.
@@ -35,7 +36,7 @@ struct Node {
 
 /// A free loopback address for a node's HTTP endpoints.
 fn free_http_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(ports::bind_listener()?.local_addr()?)
 }
 
 /// Binds a node's HTTP address again (std sets SO_REUSEADDR, so a restart can reuse it at
@@ -153,7 +154,7 @@ impl Builder {
             .prefix("cairn-test-")
             .tempdir()
             .context("create temp dir")?;
-        let master_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let master_listener = ports::bind_listener()?;
         let master = Node {
             addr: master_listener.local_addr()?,
             http: free_http_addr()?,
@@ -168,7 +169,7 @@ impl Builder {
         };
         cluster.spawn_master(master_listener)?;
         for i in 0..cluster.builder.chunkservers {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let listener = ports::bind_listener()?;
             let root = cluster.root().to_path_buf();
             cluster.chunkservers.push(Node {
                 addr: listener.local_addr()?,

@@ -7,7 +7,6 @@
 //! cargo, profile and target directory as the running test.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -53,9 +52,9 @@ fn build_cairn_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A free loopback port (bound then released; the child binds it right after).
+/// A free loopback port for a child to bind, never handed out twice (see [`crate::ports`]).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(crate::ports::reserve_port()?)
 }
 
 struct Proc {
@@ -318,8 +317,32 @@ impl ProcessCluster {
         .await
         .with_context(|| {
             let last = last.lock().map(|l| l.clone()).unwrap_or_default();
-            format!("last: {last}; logs in {}", self.dir.path().display())
+            format!(
+                "last: {last}; logs in {}{}",
+                self.dir.path().display(),
+                self.log_tails()
+            )
         })
+    }
+
+    /// The last lines of every node's log, for a failure message (CI keeps no temp dirs).
+    fn log_tails(&self) -> String {
+        const LINES: usize = 15;
+        let logs =
+            std::iter::once(&self.master.log).chain(self.chunkservers.iter().map(|c| &c.1.log));
+        let mut out = String::new();
+        for log in logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LINES)..];
+            out.push_str(&format!(
+                "\n--- {} (last {} lines)\n{}",
+                log.display(),
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
     }
 }
 
