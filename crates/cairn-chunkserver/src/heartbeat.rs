@@ -18,9 +18,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server::{ChunkServer, Registration};
 
-/// Replicas per registration message.
-const REPORT_BATCH: usize = 10_000;
-
 impl ChunkServer {
     /// Runs until `shutdown` fires.
     pub async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -85,7 +82,10 @@ impl ChunkServer {
         let batches: Vec<Vec<pb::ReplicaReport>> = if replicas.is_empty() {
             vec![Vec::new()]
         } else {
-            replicas.chunks(REPORT_BATCH).map(<[_]>::to_vec).collect()
+            replicas
+                .chunks(self.config.report_batch.max(1))
+                .map(<[_]>::to_vec)
+                .collect()
         };
         let n = batches.len();
         batches
@@ -114,10 +114,13 @@ impl ChunkServer {
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut master =
             MasterClient::new(channel).max_decoding_message_size(cairn_proto::MAX_MESSAGE_BYTES);
-        let (tx, rx) = mpsc::channel(16);
         // Events from before this session are covered by the full report below.
         let _ = self.take_events();
-        for m in self.registration_messages() {
+        let registration = self.registration_messages();
+        // Room for the whole registration: nothing drains the channel until the call
+        // below starts, and a server with many replicas sends many report batches.
+        let (tx, rx) = mpsc::channel(16 + registration.len());
+        for m in registration {
             tx.send(m)
                 .await
                 .map_err(|_| tonic::Status::cancelled("stream closed"))?;

@@ -46,6 +46,8 @@ pub struct ChunkServerConfig {
     pub heartbeat_interval: Duration,
     /// How often the full replica list is re-sent, to heal any drift.
     pub full_report_interval: Duration,
+    /// Replicas per registration message of a full report.
+    pub report_batch: usize,
     /// Free space below which no new replicas are taken; `None`: 1 GiB or 5% of the
     /// disk, whichever is smaller.
     pub reserve_bytes: Option<u64>,
@@ -76,6 +78,7 @@ impl ChunkServerConfig {
             advertise_addr: None,
             heartbeat_interval: Duration::from_secs(1),
             full_report_interval: Duration::from_secs(300),
+            report_batch: 10_000,
             reserve_bytes: None,
             replication_bandwidth: 100 << 20,
             replication_concurrency: 4,

@@ -460,3 +460,37 @@ async fn a_write_below_the_minimum_replicas_fails_with_copy_error() -> anyhow::R
     assert_eq!(&back[3..], &data[3..]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_report_of_many_messages_registers_after_a_master_restart() -> anyhow::Result<()> {
+    init_logging();
+    // One replica per registration message: a report of more messages than the
+    // heartbeat stream buffers before it is opened (as a server with millions of
+    // replicas sends).
+    let mut cluster = TestCluster::builder()
+        .chunkserver_config(|c| c.report_batch = 1)
+        .start()
+        .await?;
+    let client = cluster.client().await?;
+    let acked = Acked::default();
+    for i in 0..40u64 {
+        let data = Bytes::from(pattern(i, 1000 + i as usize));
+        client
+            .write_all(&format!("/m{i}"), data.clone(), false)
+            .await?;
+        acked.record(&format!("/m{i}"), data);
+    }
+    cluster.restart_master().await?;
+    let client = cluster.client().await?;
+    cluster.wait_for_servers(3, Duration::from_secs(20)).await?;
+    wait_at_goal(&client, Duration::from_secs(20)).await?;
+    let s = client.status().await?;
+    assert_eq!(s.chunks_at_goal, 40, "{s:?}");
+    assert!(
+        s.servers.iter().all(|v| v.replicas == 40),
+        "{:?}",
+        s.servers
+    );
+    acked.verify(&client).await?;
+    Ok(())
+}
