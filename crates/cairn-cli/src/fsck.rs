@@ -135,7 +135,7 @@ struct FileReport {
 pub async fn fsck(client: &Client, a: &FsckArgs) -> CmdResult {
     let status = client.status().await?;
     if status.safe_mode && !a.json {
-        eprintln!("warning: the master is in safe mode; replicas not reported yet show as missing");
+        eprintln!("note: the master is in safe mode; fsck waits for the chunk servers' reports");
     }
     let files = walk(client, &a.path).await?;
     let limit = Arc::new(Semaphore::new(a.parallel.max(1)));

@@ -38,6 +38,8 @@ impl Master {
         &self,
         req: &pb::GetChunksRequest,
     ) -> Result<pb::GetChunksResponse, MasterError> {
+        // Before the locks: it takes the namespace's and the cluster's itself.
+        let safe_mode = self.in_safe_mode();
         let (attr, refs, chunk_size) = {
             let meta = self.meta.read();
             let inode = if req.inode != 0 {
@@ -81,7 +83,20 @@ impl Master {
                         .collect(),
                 }
             })
-            .collect();
+            .collect::<Vec<pb::ChunkLocation>>();
+        // Right after a start, "no replica" only means "not reported yet": a reader told
+        // so would fail; Unavailable makes it retry until the reports are in (or safe
+        // mode times out and a chunk nobody reported is answered as it is).
+        if safe_mode
+            && let Some(c) = chunks
+                .iter()
+                .find(|c| c.chunk_id != 0 && c.replicas.is_empty())
+        {
+            return Err(MasterError::Unavailable(format!(
+                "chunk {} has not been reported yet (the master is in safe mode)",
+                c.chunk_id
+            )));
+        }
         Ok(pb::GetChunksResponse {
             attr: Some(attr_to_pb(&attr)),
             chunk_size,

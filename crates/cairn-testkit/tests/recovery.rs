@@ -494,3 +494,46 @@ async fn a_full_report_of_many_messages_registers_after_a_master_restart() -> an
     acked.verify(&client).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_right_after_a_master_restart_wait_for_the_chunk_reports() -> anyhow::Result<()> {
+    init_logging();
+    let mut cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    let acked = Acked::default();
+    for i in 0..3u64 {
+        let data = Bytes::from(pattern(i, (1 << 20) + 7 * i as usize));
+        client
+            .write_all(&format!("/r{i}"), data.clone(), false)
+            .await?;
+        acked.record(&format!("/r{i}"), data);
+    }
+    // The master comes back before any chunk server has reported: it knows every chunk,
+    // and where none of them lives.
+    for i in 0..3 {
+        cluster.kill_chunkserver(i).await;
+    }
+    cluster.restart_master().await?;
+    let client = cluster.client().await?;
+    let status = client.status().await?;
+    assert!(status.safe_mode, "{status:?}");
+    let reader = {
+        let client = client.clone();
+        tokio::spawn(async move { client.read_all("/r1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !reader.is_finished(),
+        "a read in safe mode waits for the reports instead of failing"
+    );
+    for i in 0..3 {
+        cluster.restart_chunkserver(i).await?;
+    }
+    let back = reader.await??;
+    assert!(
+        back == pattern(1, (1 << 20) + 7),
+        "/r1 read back different bytes"
+    );
+    acked.verify(&client).await?;
+    Ok(())
+}
