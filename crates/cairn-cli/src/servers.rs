@@ -111,6 +111,36 @@ fn http_arg(s: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("{s}: {e} (use host:port or off)"))
 }
 
+/// A chunk server's `--http`: an address, `off`, or `auto` (from its listen port).
+#[derive(Clone, Copy, Debug)]
+pub enum ChunkServerHttp {
+    Auto,
+    Set(Option<SocketAddr>),
+}
+
+fn chunkserver_http_arg(s: &str) -> Result<ChunkServerHttp, String> {
+    if s == "auto" {
+        return Ok(ChunkServerHttp::Auto);
+    }
+    http_arg(s).map(ChunkServerHttp::Set)
+}
+
+impl ChunkServerHttp {
+    /// The address to serve HTTP on, for a server listening on `listen`.
+    fn resolve(self, listen: SocketAddr) -> Option<SocketAddr> {
+        match self {
+            ChunkServerHttp::Set(a) => a,
+            ChunkServerHttp::Auto => {
+                let port = match listen.port() {
+                    0 => 0,
+                    p => p.checked_add(3000)?,
+                };
+                Some(SocketAddr::from(([127, 0, 0, 1], port)))
+            }
+        }
+    }
+}
+
 /// Options every master shares.
 #[derive(Args, Clone)]
 pub struct MasterOpts {
@@ -179,9 +209,11 @@ pub struct ChunkServerArgs {
     data: PathBuf,
     #[arg(long, default_value = "127.0.0.1:6001")]
     listen: SocketAddr,
-    /// HTTP address for /healthz, /metrics and /status (`off` for none).
-    #[arg(long, default_value = "127.0.0.1:9001", value_parser = http_arg)]
-    http: ::std::option::Option<SocketAddr>, // fully qualified: the parser yields the Option itself
+    /// HTTP address for /healthz, /metrics and /status: `host:port`, `off`, or `auto`
+    /// (127.0.0.1 on the listen port + 3000: 9001 for 6001, so that several chunk servers
+    /// on one host do not collide).
+    #[arg(long, default_value = "auto", value_parser = chunkserver_http_arg)]
+    http: ChunkServerHttp,
     #[command(flatten)]
     classic: ClassicOpts,
     #[command(flatten)]
@@ -261,7 +293,7 @@ pub async fn master(a: &MasterArgs) -> CmdResult {
 
 pub async fn chunkserver(a: &ChunkServerArgs, master: &str) -> CmdResult {
     let listener = bind(&a.listen.to_string()).await?;
-    let http = bind_http(a.http).await?;
+    let http = bind_http(a.http.resolve(a.listen)).await?;
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
     let mut config = a.classic.chunkserver_config(a.data.clone(), master, None);
@@ -356,6 +388,29 @@ pub async fn local(a: &LocalArgs) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_servers_http_port_follows_its_listen_port() {
+        let at = |s: &str| s.parse::<SocketAddr>().ok();
+        let auto = chunkserver_http_arg("auto").unwrap();
+        assert_eq!(
+            auto.resolve(at("127.0.0.1:6001").unwrap()),
+            at("127.0.0.1:9001")
+        );
+        assert_eq!(
+            auto.resolve(at("0.0.0.0:6003").unwrap()),
+            at("127.0.0.1:9003")
+        );
+        assert_eq!(auto.resolve(at("127.0.0.1:64000").unwrap()), None);
+        let off = chunkserver_http_arg("off").unwrap();
+        assert_eq!(off.resolve(at("127.0.0.1:6001").unwrap()), None);
+        let set = chunkserver_http_arg("127.0.0.1:7000").unwrap();
+        assert_eq!(
+            set.resolve(at("127.0.0.1:6001").unwrap()),
+            at("127.0.0.1:7000")
+        );
+        assert!(chunkserver_http_arg("nonsense").is_err());
+    }
 
     #[test]
     fn durations_parse() {
