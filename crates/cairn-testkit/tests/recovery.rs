@@ -498,7 +498,12 @@ async fn a_full_report_of_many_messages_registers_after_a_master_restart() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_right_after_a_master_restart_wait_for_the_chunk_reports() -> anyhow::Result<()> {
     init_logging();
-    let mut cluster = TestCluster::builder().start().await?;
+    // Safe mode ends when every chunk is reported; the long timeout only keeps a slow
+    // machine from ending it before the servers are back.
+    let mut cluster = TestCluster::builder()
+        .master_config(|m| m.safe_mode_timeout = Duration::from_secs(60))
+        .start()
+        .await?;
     let client = cluster.client().await?;
     let acked = Acked::default();
     for i in 0..3u64 {
