@@ -350,7 +350,7 @@ impl Master {
             create: l.create,
             mac: Default::default(),
         };
-        cairn_common::lease::sign(&self.meta.read().lease_key(), &mut lease);
+        cairn_common::lease::sign(&self.lease_key(), &mut lease);
         pb::PrepareWriteResponse {
             chunk_size: self.chunk_size(),
             chunk: Some(pb::ChunkLocation {

@@ -82,7 +82,7 @@ impl Master {
                             break;
                         }
                         let welcome = pb::Welcome {
-                            lease_key: self.meta.read().lease_key().to_vec().into(),
+                            lease_key: self.lease_key().to_vec().into(),
                             chunk_size: self.chunk_size(),
                         };
                         let _ = out.send(Ok(pb::HeartbeatResponse {

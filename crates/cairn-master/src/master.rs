@@ -41,6 +41,10 @@ pub struct Master {
     grant_locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
     pub started: Instant,
+    /// Fixed by `Format` and never changed after: read here, not from the namespace, so
+    /// that code holding the cluster lock never needs the namespace's lock (lock order).
+    chunk_size: u64,
+    lease_key: [u8; 32],
     safe_mode: AtomicBool,
     next_session: AtomicU64,
     pub(crate) sessions: crate::sessions::SessionTable,
@@ -131,7 +135,10 @@ impl Master {
                 "using the chunk size the file system was formatted with"
             );
         }
-        let has_chunks = meta.read().totals().chunks > 0;
+        let (has_chunks, chunk_size, lease_key) = {
+            let m = meta.read();
+            (m.totals().chunks > 0, m.chunk_size(), m.lease_key())
+        };
         let replicator = crate::replication::Replicator::new(config.replication.clone());
         // Bindable for a second lease's length: a write finishes under the lease and its
         // commit follows at once.
@@ -143,6 +150,8 @@ impl Master {
             grant_locks: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            chunk_size,
+            lease_key,
             safe_mode: AtomicBool::new(has_chunks),
             next_session: AtomicU64::new(1),
             shutdown: Mutex::new(cairn_common::CancellationToken::new()),
@@ -153,13 +162,23 @@ impl Master {
         }))
     }
 
-    /// The soft cluster state. Never hold the guard across an `.await`.
+    /// The soft cluster state. Never hold the guard across an `.await`, and never take
+    /// the namespace's lock (`meta.read()`) while holding it: the order is namespace
+    /// first, then cluster. The reverse deadlocks against a thread that holds the
+    /// namespace and waits for the cluster once the committer queues for the write lock
+    /// (std's `RwLock` makes new readers wait behind a queued writer).
     pub fn cluster(&self) -> MutexGuard<'_, Cluster> {
         self.cluster.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The file system's chunk size (fixed when it was formatted).
     pub fn chunk_size(&self) -> u64 {
-        self.meta.read().chunk_size()
+        self.chunk_size
+    }
+
+    /// The key that signs write leases (fixed when the file system was formatted).
+    pub fn lease_key(&self) -> [u8; 32] {
+        self.lease_key
     }
 
     pub(crate) fn set_shutdown(&self, token: cairn_common::CancellationToken) {
