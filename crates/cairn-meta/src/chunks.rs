@@ -7,9 +7,34 @@
 //! allocated chunk's offset stay below [`MAX_FILE_SIZE`]; an append reservation is kept
 //! only while it lies past the file's length (so `CommitWrite` drops the ones it covers).
 
+use std::num::NonZeroU64;
+
+use serde::{Deserialize, Serialize};
+
 use crate::node::Slot;
 use crate::state::MetaState;
 use crate::{Attr, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MetaError, MetaResponse, SessionId};
+
+/// A chunk table record: [`ChunkMeta`] with a non-zero inode, so that the paged chunk
+/// table's `Option<ChunkRec>` costs 24 bytes, no tag. Serializes exactly as `ChunkMeta`
+/// (a `NonZeroU64` writes as its `u64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename = "ChunkMeta")]
+pub(crate) struct ChunkRec {
+    pub inode: NonZeroU64,
+    pub index: u64,
+    pub version: u64,
+}
+
+impl ChunkRec {
+    pub fn meta(&self) -> ChunkMeta {
+        ChunkMeta {
+            inode: self.inode.get(),
+            index: self.index,
+            version: self.version,
+        }
+    }
+}
 
 impl MetaState {
     pub(crate) fn alloc_chunk(
@@ -51,8 +76,8 @@ impl MetaState {
     pub(crate) fn bind_chunk(&mut self, inode: InodeId, index: u64, chunk_id: ChunkId) {
         self.chunks.insert(
             chunk_id,
-            ChunkMeta {
-                inode,
+            ChunkRec {
+                inode: NonZeroU64::new(inode).expect("inode ids start at 1"),
                 index,
                 version: 1,
             },

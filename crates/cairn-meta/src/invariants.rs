@@ -101,7 +101,7 @@ impl MetaState {
                         }
                         prev = Some(slot.index);
                         match self.chunks.get(&slot.chunk) {
-                            Some(m) if m.inode == id && m.index == slot.index => {}
+                            Some(m) if m.inode.get() == id && m.index == slot.index => {}
                             _ => return Err(format!("file {id}: slot {} mismatch", slot.index)),
                         }
                     }
@@ -156,8 +156,8 @@ impl MetaState {
         }
         if self
             .chunks
-            .keys()
-            .any(|&id| id == 0 || id >= self.next_chunk)
+            .iter()
+            .any(|(id, _)| id == 0 || id >= self.next_chunk)
         {
             return Err("a chunk id is 0 or not below the counter".into());
         }

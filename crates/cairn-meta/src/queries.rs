@@ -6,6 +6,7 @@
 
 use std::ops::Bound;
 
+use crate::chunks::ChunkRec;
 use crate::node::{Body, DirBody, Inode};
 use crate::state::MetaState;
 use crate::{
@@ -160,12 +161,13 @@ impl MetaState {
 
     /// The durable record of chunk `id`, if it is live.
     pub fn chunk(&self, id: ChunkId) -> Option<ChunkMeta> {
-        self.chunks.get(&id).copied()
+        self.chunks.get(&id).map(ChunkRec::meta)
     }
 
     /// Every live chunk with its file's goal, by chunk id, for the replication scan.
     pub fn chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkMeta, u8)> + '_ {
-        self.chunks.iter().map(|(&id, &meta)| {
+        self.chunks.iter().map(|(id, rec)| {
+            let meta = rec.meta();
             let goal = self
                 .inodes
                 .get(&meta.inode)

@@ -1,8 +1,8 @@
 //! [`MetaState`]: the stored namespace, the `apply` entry point and the helpers every
 //! command handler shares.
 //!
-//! The state is a set of ordered maps (inodes by id in the paged [`crate::inode_table`],
-//! chunks by id), the id counters, running
+//! The state is a set of ordered maps (inodes and chunks by id, each in a paged
+//! [`crate::paged_table`]), the id counters, running
 //! totals, the request de-duplication table, and side tables keyed by inode (sessions and
 //! locks, extended attributes, append reservations, hard-link parents). `dispatch.rs`
 //! routes each command to its handler (`namespace.rs`, `chunks.rs`, `posix.rs`,
@@ -22,8 +22,8 @@ use crate::dedup::DedupTable;
 use crate::node::{DirBody, FileBody, Inode};
 use crate::sessions::Sessions;
 use crate::{
-    CairnPath, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MAX_GOAL, MetaCommand, MetaError,
-    MetaResponse, ROOT_INODE, RequestId,
+    CairnPath, ChunkId, InodeId, MAX_FILE_SIZE, MAX_GOAL, MetaCommand, MetaError, MetaResponse,
+    ROOT_INODE, RequestId,
 };
 
 /// File system parameters fixed by `Format`.
@@ -52,8 +52,9 @@ pub(crate) struct Counts {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub(crate) config: Option<FsConfig>,
-    pub(crate) inodes: crate::inode_table::InodeTable,
-    pub(crate) chunks: BTreeMap<ChunkId, ChunkMeta>,
+    pub(crate) inodes: crate::paged_table::InodeTable,
+    /// Chunk records by id, paged like the inodes since chunk ids are consecutive too.
+    pub(crate) chunks: crate::paged_table::ChunkTable,
     /// Next inode id to hand out (2 after Format).
     pub(crate) next_inode: InodeId,
     /// Next chunk id to hand out (1 after Format).

@@ -1,37 +1,46 @@
-//! The inode table: every inode by id, in pages of consecutive ids.
+//! Tables keyed by counter-allocated ids (the inode table, the chunk table), in pages of
+//! consecutive ids.
 //!
-//! Why not a `BTreeMap<InodeId, Inode>`: ids are handed out consecutively, so a B-tree
-//! keyed by them spends ~60 % on top of the inode itself (keys, half-full nodes after
-//! in-order splits). A page holds 64 consecutive ids in place, so a densely used id range
-//! costs the inode and nothing more; a page goes as soon as its last inode does. The worst
-//! case, one survivor per page, costs 64 slots for that inode.
+//! Why not a `BTreeMap<u64, V>`: ids are handed out consecutively, so a B-tree keyed by
+//! them spends ~60 % on top of the value itself (keys, half-full nodes after in-order
+//! splits). A page holds 64 consecutive ids in place, so a densely used id range costs the
+//! value and nothing more (values are chosen so that `Option<V>` needs no tag of its own);
+//! a page goes as soon as its last value does. The worst case, one survivor per page,
+//! costs 64 slots for that value.
 //!
-//! Behaves as an ordered map (iteration in id order) and serializes exactly like
-//! `BTreeMap<InodeId, Inode>` did, so checkpoints written before it still load.
+//! Behaves as an ordered map (iteration in id order) and serializes exactly like the
+//! `BTreeMap<u64, V>` it replaced, so checkpoints written before it still load. It must
+//! never serialize anything but that map.
 //!
 //! Invariants: `len` is the number of `Some` slots over all pages; no page is empty.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::InodeId;
+use crate::chunks::ChunkRec;
 use crate::node::Inode;
+
+/// Inodes by id.
+pub(crate) type InodeTable = PagedTable<Inode>;
+/// Chunk records by chunk id.
+pub(crate) type ChunkTable = PagedTable<ChunkRec>;
 
 const PAGE_BITS: u32 = 6;
 const PAGE: usize = 1 << PAGE_BITS;
 
 #[derive(Clone, PartialEq, Eq)]
-struct Page {
+struct Page<V> {
     live: u32,
-    slots: Box<[Option<Inode>]>,
+    slots: Box<[Option<V>]>,
 }
 
-impl Page {
-    fn new() -> Page {
+impl<V> Page<V> {
+    fn new() -> Page<V> {
         Page {
             live: 0,
             slots: (0..PAGE).map(|_| None).collect(),
@@ -39,18 +48,27 @@ impl Page {
     }
 }
 
-fn split(id: InodeId) -> (u64, usize) {
+fn split(id: u64) -> (u64, usize) {
     (id >> PAGE_BITS, (id & (PAGE as u64 - 1)) as usize)
 }
 
-/// Inodes by id.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub(crate) struct InodeTable {
-    pages: BTreeMap<u64, Page>,
+/// Values by id.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PagedTable<V> {
+    pages: BTreeMap<u64, Page<V>>,
     len: usize,
 }
 
-impl InodeTable {
+impl<V> Default for PagedTable<V> {
+    fn default() -> Self {
+        PagedTable {
+            pages: BTreeMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V> PagedTable<V> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -59,25 +77,25 @@ impl InodeTable {
         self.len == 0
     }
 
-    pub fn get(&self, id: &InodeId) -> Option<&Inode> {
+    pub fn get(&self, id: &u64) -> Option<&V> {
         let (p, i) = split(*id);
         self.pages.get(&p)?.slots[i].as_ref()
     }
 
-    pub fn get_mut(&mut self, id: &InodeId) -> Option<&mut Inode> {
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut V> {
         let (p, i) = split(*id);
         self.pages.get_mut(&p)?.slots[i].as_mut()
     }
 
-    pub fn contains_key(&self, id: &InodeId) -> bool {
+    pub fn contains_key(&self, id: &u64) -> bool {
         self.get(id).is_some()
     }
 
-    /// Puts `inode` at `id`; answers the inode it replaced.
-    pub fn insert(&mut self, id: InodeId, inode: Inode) -> Option<Inode> {
+    /// Puts `value` at `id`; answers the value it replaced.
+    pub fn insert(&mut self, id: u64, value: V) -> Option<V> {
         let (p, i) = split(id);
         let page = self.pages.entry(p).or_insert_with(Page::new);
-        let old = page.slots[i].replace(inode);
+        let old = page.slots[i].replace(value);
         if old.is_none() {
             page.live += 1;
             self.len += 1;
@@ -85,7 +103,7 @@ impl InodeTable {
         old
     }
 
-    pub fn remove(&mut self, id: &InodeId) -> Option<Inode> {
+    pub fn remove(&mut self, id: &u64) -> Option<V> {
         let (p, i) = split(*id);
         let page = self.pages.get_mut(&p)?;
         let old = page.slots[i].take()?;
@@ -97,8 +115,8 @@ impl InodeTable {
         Some(old)
     }
 
-    /// Every inode, in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (InodeId, &Inode)> + '_ {
+    /// Every value, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.pages.iter().flat_map(|(&p, page)| {
             page.slots
                 .iter()
@@ -108,13 +126,13 @@ impl InodeTable {
     }
 }
 
-impl fmt::Debug for InodeTable {
+impl<V: fmt::Debug> fmt::Debug for PagedTable<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
-impl Serialize for InodeTable {
+impl<V: Serialize> Serialize for PagedTable<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.len))?;
         for (id, n) in self.iter() {
@@ -124,31 +142,32 @@ impl Serialize for InodeTable {
     }
 }
 
-impl<'de> Deserialize<'de> for InodeTable {
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for PagedTable<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = InodeTable;
+        struct Vis<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+            type Value = PagedTable<V>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of inode id to inode")
+                f.write_str("a map of id to record")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<InodeTable, A::Error> {
-                let mut t = InodeTable::default();
-                while let Some((id, n)) = a.next_entry::<InodeId, Inode>()? {
-                    if t.insert(id, n).is_some() {
-                        return Err(serde::de::Error::custom(format!("inode {id} twice")));
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<PagedTable<V>, A::Error> {
+                let mut t = PagedTable::default();
+                while let Some((id, v)) = a.next_entry::<u64, V>()? {
+                    if t.insert(id, v).is_some() {
+                        return Err(serde::de::Error::custom(format!("id {id} twice")));
                     }
                 }
                 Ok(t)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(Vis(PhantomData))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::InodeId;
 
     fn file(parent: InodeId) -> Inode {
         Inode::new_file(parent, 0o644, 0, 0, 3, 7)
@@ -194,5 +213,38 @@ mod tests {
         assert_eq!(a, postcard::to_allocvec(&m).expect("encode"));
         let back: InodeTable = postcard::from_bytes(&a).expect("decode");
         assert!(back == t);
+    }
+
+    #[test]
+    fn chunk_records_cost_24_bytes_and_serialize_as_chunk_meta() {
+        assert_eq!(std::mem::size_of::<Option<ChunkRec>>(), 24);
+        let mut t = ChunkTable::default();
+        let mut m = BTreeMap::new();
+        for id in [1u64, 2, 64, 1000] {
+            let rec = ChunkRec {
+                inode: std::num::NonZeroU64::new(id + 1).expect("not 0"),
+                index: id * 3,
+                version: 7,
+            };
+            t.insert(id, rec);
+            m.insert(id, rec.meta());
+        }
+        let a = postcard::to_allocvec(&t).expect("encode");
+        assert_eq!(a, postcard::to_allocvec(&m).expect("encode"));
+        let back: ChunkTable = postcard::from_bytes(&a).expect("decode");
+        assert!(back == t);
+        m.insert(
+            5,
+            crate::ChunkMeta {
+                inode: 0,
+                index: 0,
+                version: 1,
+            },
+        );
+        let bad = postcard::to_allocvec(&m).expect("encode");
+        assert!(
+            postcard::from_bytes::<ChunkTable>(&bad).is_err(),
+            "inode 0 is refused"
+        );
     }
 }
