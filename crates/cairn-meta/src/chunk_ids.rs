@@ -66,25 +66,24 @@ impl MetaState {
                     "a new chunk or slot is named twice",
                 ));
             }
-            match file.slots.binary_search_by_key(&index, |s| s.index) {
-                Ok(pos) if file.slots[pos].chunk == chunk => {}
-                Ok(pos) => {
+            match file.slots.get(index) {
+                Some(held) if held == chunk => {}
+                Some(held) => {
                     return Err(MetaError::Stale(format!(
-                        "inode {inode}: chunk slot {index} holds chunk {} now, not {chunk}",
-                        file.slots[pos].chunk
+                        "inode {inode}: chunk slot {index} holds chunk {held} now, not {chunk}"
                     )));
                 }
-                Err(_) if chunk == 0 || chunk >= self.next_chunk => {
+                None if chunk == 0 || chunk >= self.next_chunk => {
                     return Err(MetaError::Stale(format!(
                         "chunk {chunk}: not an id the master set aside"
                     )));
                 }
-                Err(_) if self.chunks.contains_key(&chunk) => {
+                None if self.chunks.contains_key(&chunk) => {
                     return Err(MetaError::Stale(format!(
                         "chunk {chunk}: already in use by another file"
                     )));
                 }
-                Err(_) => to_bind.push((index, chunk)),
+                None => to_bind.push((index, chunk)),
             }
         }
         // Checked in full above: from here on nothing fails, so the command is atomic.

@@ -11,7 +11,6 @@ use std::num::NonZeroU64;
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::Slot;
 use crate::state::MetaState;
 use crate::{Attr, ChunkId, ChunkMeta, InodeId, MAX_FILE_SIZE, MetaError, MetaResponse, SessionId};
 
@@ -53,8 +52,7 @@ impl MetaState {
                 "lies past the largest file size (2^60 bytes)",
             ));
         }
-        if let Ok(pos) = file.slots.binary_search_by_key(&index, |s| s.index) {
-            let chunk_id = file.slots[pos].chunk;
+        if let Some(chunk_id) = file.slots.get(index) {
             let version = self.version(chunk_id);
             return Ok(MetaResponse::Chunk {
                 chunk_id,
@@ -86,14 +84,7 @@ impl MetaState {
             .node_mut(inode)
             .as_file_mut()
             .expect("checked to be a file by the caller");
-        let pos = file.slots.partition_point(|s| s.index < index);
-        file.slots.insert(
-            pos,
-            Slot {
-                index,
-                chunk: chunk_id,
-            },
-        );
+        file.slots.insert(index, chunk_id);
     }
 
     pub(crate) fn set_chunk_version(
@@ -207,12 +198,7 @@ impl MetaState {
             .node_mut(inode)
             .as_file_mut()
             .expect("caller checked that this is a file");
-        let cut = file.first_at_or_after(keep_slots);
-        let gone: Vec<Slot> = file.slots.drain(cut..).collect();
-        // A file truncated far down should not keep its old slot capacity.
-        if file.slots.capacity() > 2 * file.slots.len() + 4 {
-            file.slots.shrink_to_fit();
-        }
+        let gone = file.slots.remove_from(keep_slots);
         for slot in gone {
             let meta = self
                 .chunks

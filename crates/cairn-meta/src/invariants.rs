@@ -91,11 +91,11 @@ impl MetaState {
                 Body::File(file) => {
                     counts.files += 1;
                     counts.bytes += u128::from(file.length);
-                    if file.length > MAX_FILE_SIZE || file.goal == 0 || file.goal > MAX_GOAL {
+                    if file.length > MAX_FILE_SIZE || file.goal() == 0 || file.goal() > MAX_GOAL {
                         return Err(format!("file {id}: bad length or goal"));
                     }
                     let mut prev: Option<u64> = None;
-                    for slot in &file.slots {
+                    for slot in file.slots.iter() {
                         if prev.is_some_and(|p| p >= slot.index) {
                             return Err(format!("file {id}: slots not strictly sorted"));
                         }

@@ -38,6 +38,7 @@ mod posix;
 mod queries;
 mod rename_at;
 mod sessions;
+mod slots;
 mod special;
 mod state;
 mod xattr;

@@ -123,7 +123,7 @@ impl MetaState {
         if goal != 0
             && let Some(file) = node.as_file_mut()
         {
-            file.goal = goal;
+            file.slots.set_goal(goal);
         }
         freed.sort_unstable();
         Ok(MetaResponse::Created {

@@ -1,22 +1,28 @@
 //! Inode records as the state stores them.
 //!
-//! Kept small on purpose (the master holds every inode in memory): a name is stored once,
-//! as the key of its parent's entry map, never in the inode; a file's chunk slots are a
-//! sparse, index-sorted vector of `(index, chunk id)` so a far-out write costs one entry,
-//! not a run of holes; versions live in the chunk table only.
+//! Kept small on purpose (the master holds every inode in memory, 80 bytes each): a name
+//! is stored once, as the key of its parent's entry map, never in the inode; a file's chunk slots and goal share 16 bytes ([`crate::slots`]), with no
+//! allocation for a file of zero chunks or one chunk in slot 0, and a far-out write costs
+//! one entry, not a run of holes; versions live in the chunk table only.
+//!
+//! Checkpoints still see the layout of before: a file body serializes as `length`, `goal`
+//! and a `Vec<Slot>` of the allocated slots, a directory as a map of name to inode.
 //!
 //! Everything most inodes lack (extended attributes, locks, append reservations, the
 //! directories of a hard-linked inode's further names) lives in side tables keyed by
 //! inode, not here.
 //!
 //! Invariants: `Slot::index` strictly increases along `FileBody::slots`; `Slot::chunk` is
-//! never 0; `parent` is a directory holding one of this inode's names (a directory has
-//! exactly one), the root's parent is the root itself; a symlink target is 1..=4096 bytes.
+//! never 0 (a checkpoint that breaks either does not load); `parent` is a directory
+//! holding one of this inode's names (a directory has exactly one), the root's parent is
+//! the root itself; a symlink target is 1..=4096 bytes.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::slots::FileSlots;
 use crate::{Attr, ChunkId, FileType, InodeId};
 
 /// One inode: common attributes plus what its type adds.
@@ -43,12 +49,61 @@ pub(crate) enum Body {
 }
 
 /// A regular file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FileBody {
     pub length: u64,
-    pub goal: u8,
-    /// Allocated slots only, sorted by index; absent indices are holes.
-    pub slots: Vec<Slot>,
+    /// Allocated slots only (absent indices are holes), and the replication goal.
+    pub slots: FileSlots,
+}
+
+/// How a file body was serialized before [`FileSlots`]; it must stay so.
+#[derive(Deserialize)]
+#[serde(rename = "FileBody")]
+struct FileBodyRepr {
+    length: u64,
+    goal: u8,
+    slots: Vec<Slot>,
+}
+
+/// Serializes as [`FileBodyRepr`] without building its vector.
+struct SlotSeq<'a>(&'a FileSlots);
+
+impl Serialize for SlotSeq<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Postcard writes the length first, and a filtered iterator does not know it.
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for slot in self.0.iter() {
+            seq.serialize_element(&slot)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for FileBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("FileBody", 3)?;
+        st.serialize_field("length", &self.length)?;
+        st.serialize_field("goal", &self.goal())?;
+        st.serialize_field("slots", &SlotSeq(&self.slots))?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FileBody {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = FileBodyRepr::deserialize(d)?;
+        if r.slots.iter().any(|s| s.chunk == 0)
+            || r.slots.windows(2).any(|w| w[0].index >= w[1].index)
+        {
+            return Err(serde::de::Error::custom(
+                "file slots must be sorted by index and name no chunk 0",
+            ));
+        }
+        Ok(FileBody {
+            length: r.length,
+            slots: FileSlots::from_sorted(r.goal, r.slots),
+        })
+    }
 }
 
 /// An allocated chunk slot of a file.
@@ -84,8 +139,7 @@ impl Inode {
     pub fn new_file(parent: InodeId, mode: u32, uid: u32, gid: u32, goal: u8, now: i64) -> Inode {
         let body = Body::File(FileBody {
             length: 0,
-            goal,
-            slots: Vec::new(),
+            slots: FileSlots::new(goal),
         });
         Inode::new(parent, mode, uid, gid, 1, now, body)
     }
@@ -166,7 +220,7 @@ impl Inode {
     /// The attributes callers see.
     pub fn attr(&self, inode: InodeId) -> Attr {
         let (file_type, size, goal, chunk_count) = match &self.body {
-            Body::File(f) => (FileType::File, f.length, f.goal, f.slot_count()),
+            Body::File(f) => (FileType::File, f.length, f.goal(), f.slots.slot_count()),
             Body::Dir(d) => (FileType::Directory, d.entries.len() as u64, 0, 0),
             Body::Symlink(t) => (FileType::Symlink, t.len() as u64, 0, 0),
         };
@@ -188,14 +242,8 @@ impl Inode {
 }
 
 impl FileBody {
-    /// Number of slots: last allocated index + 1, or 0.
-    pub fn slot_count(&self) -> u64 {
-        self.slots.last().map_or(0, |s| s.index + 1)
-    }
-
-    /// Position of the first slot with index >= `index`.
-    pub fn first_at_or_after(&self, index: u64) -> usize {
-        self.slots.partition_point(|s| s.index < index)
+    pub fn goal(&self) -> u8 {
+        self.slots.goal()
     }
 }
 
@@ -203,27 +251,68 @@ impl FileBody {
 mod tests {
     use super::*;
 
-    // Guards the per-file memory budget: an inode record must stay within 96 bytes.
+    // Guards the per-file memory budget: an inode record must stay within 80 bytes, and
+    // the inode table's `Option<Inode>` must need no tag of its own.
     #[test]
     fn inode_stays_small() {
         assert!(
-            std::mem::size_of::<Inode>() <= 96,
+            std::mem::size_of::<Inode>() <= 80,
             "{}",
+            std::mem::size_of::<Inode>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<Inode>>(),
             std::mem::size_of::<Inode>()
         );
     }
 
+    /// The file body as it was declared before `FileSlots`.
+    #[derive(Serialize, Deserialize)]
+    struct OldFileBody {
+        length: u64,
+        goal: u8,
+        slots: Vec<Slot>,
+    }
+
     #[test]
-    fn slot_count_counts_holes() {
-        let mut f = FileBody {
-            length: 0,
-            goal: 1,
-            slots: vec![],
-        };
-        assert_eq!(f.slot_count(), 0);
-        f.slots = vec![Slot { index: 0, chunk: 5 }, Slot { index: 7, chunk: 9 }];
-        assert_eq!(f.slot_count(), 8);
-        assert_eq!(f.first_at_or_after(1), 1);
-        assert_eq!(f.first_at_or_after(8), 2);
+    fn file_body_serializes_as_before() {
+        let cases: [&[(u64, u64)]; 4] = [
+            &[],
+            &[(0, 5)],
+            &[(0, 5), (1, 6), (3, 8)],
+            &[(7, 1), (1 << 50, 2)],
+        ];
+        for case in cases {
+            let slots: Vec<Slot> = case
+                .iter()
+                .map(|&(index, chunk)| Slot { index, chunk })
+                .collect();
+            let old = OldFileBody {
+                length: 12345,
+                goal: 3,
+                slots: slots.clone(),
+            };
+            let new = FileBody {
+                length: 12345,
+                slots: FileSlots::from_sorted(3, slots),
+            };
+            let bytes = postcard::to_allocvec(&old).expect("encode");
+            assert_eq!(postcard::to_allocvec(&new).expect("encode"), bytes);
+            let back: FileBody = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(back, new);
+            assert_eq!(back.goal(), 3);
+        }
+        for bad in [vec![(1, 5), (1, 6)], vec![(2, 5), (1, 6)], vec![(0, 0)]] {
+            let old = OldFileBody {
+                length: 0,
+                goal: 1,
+                slots: bad
+                    .iter()
+                    .map(|&(index, chunk)| Slot { index, chunk })
+                    .collect(),
+            };
+            let bytes = postcard::to_allocvec(&old).expect("encode");
+            assert!(postcard::from_bytes::<FileBody>(&bytes).is_err(), "{bad:?}");
+        }
     }
 }

@@ -130,7 +130,7 @@ impl MetaState {
     ) -> Result<(Attr, Vec<ChunkRef>), MetaError> {
         self.ensure_formatted()?;
         let file = self.file(inode)?;
-        let slots = file.slot_count();
+        let slots = file.slots.slot_count();
         let end = if count == 0 {
             slots
         } else {
@@ -138,9 +138,7 @@ impl MetaState {
         };
         let end = end.min(first.saturating_add(MAX_CHUNK_REFS));
         let mut refs = Vec::with_capacity(end.saturating_sub(first) as usize);
-        let mut allocated = file.slots[file.first_at_or_after(first)..]
-            .iter()
-            .peekable();
+        let mut allocated = file.slots.iter_from(first).peekable();
         for index in first..end {
             let slot = allocated.next_if(|s| s.index == index);
             refs.push(match slot {
@@ -172,7 +170,7 @@ impl MetaState {
                 .inodes
                 .get(&meta.inode)
                 .and_then(Inode::as_file)
-                .map_or(0, |f| f.goal);
+                .map_or(0, |f| f.goal());
             (id, meta, goal)
         })
     }
