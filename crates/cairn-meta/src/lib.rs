@@ -25,6 +25,7 @@ mod chunk_ids;
 mod chunks;
 mod command;
 mod dedup;
+mod dir_entries;
 mod dispatch;
 mod entries;
 mod error;

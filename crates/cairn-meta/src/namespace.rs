@@ -28,7 +28,7 @@ impl MetaState {
         let mut end = 0;
         let mut existing = 0;
         for (i, name) in names.iter().enumerate() {
-            let Some(&child) = self.dir(cur).entries.get(*name) else {
+            let Some(&child) = self.dir(cur).entries.get(name) else {
                 break;
             };
             end += 1 + name.len();

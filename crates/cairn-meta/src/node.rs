@@ -1,7 +1,8 @@
 //! Inode records as the state stores them.
 //!
-//! Kept small on purpose (the master holds every inode in memory, 80 bytes each): a name
-//! is stored once, as the key of its parent's entry map, never in the inode; a file's chunk slots and goal share 16 bytes ([`crate::slots`]), with no
+//! Kept small on purpose (the master holds every inode in memory, 72 bytes each): a name
+//! is stored once, as the key of its parent's entry map ([`crate::dir_entries`]), never in
+//! the inode; a file's chunk slots and goal share 16 bytes ([`crate::slots`]), with no
 //! allocation for a file of zero chunks or one chunk in slot 0, and a far-out write costs
 //! one entry, not a run of holes; versions live in the chunk table only.
 //!
@@ -17,11 +18,10 @@
 //! holding one of this inode's names (a directory has exactly one), the root's parent is
 //! the root itself; a symlink target is 1..=4096 bytes.
 
-use std::collections::BTreeMap;
-
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::dir_entries::DirEntries;
 use crate::slots::FileSlots;
 use crate::{Attr, ChunkId, FileType, InodeId};
 
@@ -118,7 +118,7 @@ pub(crate) struct Slot {
 /// their own.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirBody {
-    pub entries: BTreeMap<compact_str::CompactString, InodeId>,
+    pub entries: DirEntries,
 }
 
 impl Inode {
@@ -249,14 +249,16 @@ impl FileBody {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    // Guards the per-file memory budget: an inode record must stay within 80 bytes, and
+    // Guards the per-file memory budget: an inode record must stay within 72 bytes, and
     // the inode table's `Option<Inode>` must need no tag of its own.
     #[test]
     fn inode_stays_small() {
         assert!(
-            std::mem::size_of::<Inode>() <= 80,
+            std::mem::size_of::<Inode>() <= 72,
             "{}",
             std::mem::size_of::<Inode>()
         );
@@ -272,6 +274,12 @@ mod tests {
         length: u64,
         goal: u8,
         slots: Vec<Slot>,
+    }
+
+    /// The directory body as it was declared before `DirEntries`.
+    #[derive(Serialize)]
+    struct OldDirBody {
+        entries: BTreeMap<compact_str::CompactString, InodeId>,
     }
 
     #[test]
@@ -314,5 +322,21 @@ mod tests {
             let bytes = postcard::to_allocvec(&old).expect("encode");
             assert!(postcard::from_bytes::<FileBody>(&bytes).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dir_body_serializes_as_before() {
+        let mut old = OldDirBody {
+            entries: BTreeMap::new(),
+        };
+        let mut new = DirBody::default();
+        for (i, name) in ["b", "a", "c", &"long".repeat(10)].into_iter().enumerate() {
+            old.entries.insert(name.into(), i as u64 + 2);
+            new.entries.insert(name.into(), i as u64 + 2);
+        }
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        assert_eq!(postcard::to_allocvec(&new).expect("encode"), bytes);
+        let back: DirBody = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, new);
     }
 }

@@ -4,8 +4,6 @@
 //! Queries never change the state; each answers `NotFormatted` (where it can fail) until
 //! the state is formatted.
 
-use std::ops::Bound;
-
 use crate::chunks::ChunkRec;
 use crate::node::{Body, DirBody, Inode};
 use crate::state::MetaState;
@@ -81,9 +79,7 @@ impl MetaState {
         } else {
             limit
         };
-        let mut iter = dir
-            .entries
-            .range::<str, _>((Bound::Excluded(start_after), Bound::Unbounded));
+        let mut iter = dir.entries.after(start_after);
         let page: Vec<(String, Attr)> = iter
             .by_ref()
             .take(limit)
