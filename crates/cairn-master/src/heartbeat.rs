@@ -177,12 +177,7 @@ impl Master {
 
     /// Replaces what the master believes `server` holds with a full report.
     async fn full_report(&self, server: ServerId, report: &[pb::ReplicaReport]) {
-        {
-            let mut cluster = self.cluster();
-            for c in cluster.chunks_of(server) {
-                cluster.remove_replica(c, server);
-            }
-        }
+        self.cluster().forget_replicas_of(server);
         self.apply_added(server, report).await;
         tracing::info!(server, replicas = report.len(), "chunk report received");
     }

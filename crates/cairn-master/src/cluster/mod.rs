@@ -3,13 +3,25 @@
 //! None of this is logged. After a master restart it is rebuilt from chunk servers'
 //! registrations and reports, as in GFS. All methods are short and synchronous; callers
 //! hold the mutex around a `Cluster` only briefly and never across an `.await`.
+//!
+//! Replica locations (`replica_map`) and the scheduler's work set (`chunk_set`) are kept
+//! compact, because they grow with the number of chunks: about 13 bytes per chunk with 3
+//! replicas (`tests/memory.rs` measures it).
 
-use std::collections::{HashMap, HashSet};
+mod chunk_set;
+mod replica_map;
+mod replicas;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cairn_proto::pb;
 use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
+
+pub use chunk_set::ChunkSet;
+use replica_map::ReplicaMap;
+pub use replicas::{Replica, Replicas};
 
 pub type ServerId = u64;
 pub type ChunkId = u64;
@@ -32,13 +44,6 @@ pub struct Server {
     pub http_addr: String,
 }
 
-/// A replica as reported by a chunk server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Replica {
-    pub server: ServerId,
-    pub version: u64,
-}
-
 /// The master's permission for a primary to order writes to one chunk version.
 #[derive(Clone, Debug)]
 pub struct LeaseState {
@@ -53,13 +58,12 @@ pub struct LeaseState {
 #[derive(Default)]
 pub struct Cluster {
     pub servers: HashMap<ServerId, Server>,
-    locations: HashMap<ChunkId, Vec<Replica>>,
-    by_server: HashMap<ServerId, HashSet<ChunkId>>,
+    locations: ReplicaMap,
     pub leases: HashMap<ChunkId, LeaseState>,
     /// Replicas of chunks the namespace does not know, with when they were first seen.
     pub orphans: HashMap<(ServerId, ChunkId), Instant>,
     /// Chunks whose replica set changed since the re-replication scheduler last looked.
-    pub attention: HashSet<ChunkId>,
+    pub attention: ChunkSet,
     /// Servers that reported a full disk take no new replicas until then.
     cooldown: HashMap<ServerId, Instant>,
 }
@@ -106,9 +110,10 @@ impl Cluster {
         })
     }
 
-    /// Every replica of a chunk the master knows about, any version, live or not.
-    pub fn replicas(&self, chunk: ChunkId) -> &[Replica] {
-        self.locations.get(&chunk).map(Vec::as_slice).unwrap_or(&[])
+    /// Every replica of a chunk the master knows about, any version, live or not, in the
+    /// order they were first recorded.
+    pub fn replicas(&self, chunk: ChunkId) -> Replicas {
+        self.locations.get(chunk)
     }
 
     /// Live servers holding `chunk` at exactly `version`.
@@ -122,51 +127,38 @@ impl Cluster {
 
     /// Records that `server` holds `chunk` at `version` (replacing what it held before).
     pub fn add_replica(&mut self, chunk: ChunkId, server: ServerId, version: u64) {
-        let list = self.locations.entry(chunk).or_default();
-        match list.iter_mut().find(|r| r.server == server) {
-            Some(r) => r.version = version,
-            None => list.push(Replica { server, version }),
-        }
-        self.by_server.entry(server).or_default().insert(chunk);
+        self.locations.add(chunk, server, version);
         self.attention.insert(chunk);
     }
 
     /// Forgets that `server` holds `chunk`.
     pub fn remove_replica(&mut self, chunk: ChunkId, server: ServerId) {
         self.attention.insert(chunk);
-        if let Some(list) = self.locations.get_mut(&chunk) {
-            list.retain(|r| r.server != server);
-            if list.is_empty() {
-                self.locations.remove(&chunk);
-            }
-        }
-        if let Some(set) = self.by_server.get_mut(&server) {
-            set.remove(&chunk);
-        }
+        self.locations.remove(chunk, server);
     }
 
     /// Forgets every replica of `chunk` (its file is gone); returns who held it.
     pub fn forget_chunk(&mut self, chunk: ChunkId) -> Vec<Replica> {
         self.leases.remove(&chunk);
-        let list = self.locations.remove(&chunk).unwrap_or_default();
-        for r in &list {
-            if let Some(set) = self.by_server.get_mut(&r.server) {
-                set.remove(&chunk);
-            }
-        }
-        list
+        self.locations.remove_chunk(chunk)
     }
 
-    /// Chunks `server` holds, per the master's map.
+    /// Chunks `server` holds, per the master's map, ascending. Scans the whole map: meant
+    /// for rare events, not for every beat.
     pub fn chunks_of(&self, server: ServerId) -> Vec<ChunkId> {
-        self.by_server
-            .get(&server)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.locations.chunks_of(server)
     }
 
     pub fn replica_count(&self, server: ServerId) -> usize {
-        self.by_server.get(&server).map_or(0, HashSet::len)
+        self.locations.count(server)
+    }
+
+    /// Forgets every replica `server` holds, as `remove_replica` on each of `chunks_of`
+    /// would, in one pass. Returns the chunks, ascending.
+    pub fn forget_replicas_of(&mut self, server: ServerId) -> Vec<ChunkId> {
+        let chunks = self.locations.remove_server(server);
+        self.attention.extend(chunks.iter().copied());
+        chunks
     }
 
     /// Marks a server dead: its replicas leave the location map and its leases go.
@@ -176,19 +168,10 @@ impl Cluster {
             s.alive = false;
             s.commands = None;
         }
-        let chunks = self.by_server.remove(&server).unwrap_or_default();
-        self.attention.extend(chunks.iter().copied());
-        for c in &chunks {
-            if let Some(list) = self.locations.get_mut(c) {
-                list.retain(|r| r.server != server);
-                if list.is_empty() {
-                    self.locations.remove(c);
-                }
-            }
-        }
+        let chunks = self.forget_replicas_of(server);
         self.leases.retain(|_, l| !l.chain.contains(&server));
         self.orphans.retain(|(s, _), _| *s != server);
-        chunks.into_iter().collect()
+        chunks
     }
 
     /// Queues commands on a server's heartbeat stream. Dropped silently if it is dead: a
@@ -227,10 +210,7 @@ impl Cluster {
 
     /// Number of chunks with at least one live replica at any version.
     pub fn located_chunks(&self) -> usize {
-        self.locations
-            .values()
-            .filter(|l| l.iter().any(|r| self.is_alive(r.server)))
-            .count()
+        self.locations.located(|s| self.is_alive(s))
     }
 }
 
@@ -241,7 +221,7 @@ mod tests {
     fn server(id: ServerId, free_gib: u64) -> Server {
         Server {
             id,
-            addr: format!("127.0.0.1:{}", 6000 + id),
+            addr: format!("127.0.0.1:{}", 6000 + id % 1000),
             capacity: pb::Capacity {
                 free_bytes: free_gib << 30,
                 ..Default::default()
@@ -291,5 +271,136 @@ mod tests {
         assert_eq!(c.located_chunks(), 1);
         c.remove_replica(7, 2);
         assert_eq!(c.located_chunks(), 0);
+    }
+
+    fn lease(chain: Vec<ServerId>) -> LeaseState {
+        LeaseState {
+            version: 1,
+            primary: chain[0],
+            chain,
+            expiry_ms: 0,
+            create: false,
+        }
+    }
+
+    #[test]
+    fn mark_dead_forgets_only_that_server() {
+        let mut c = Cluster::default();
+        let big = u64::MAX - 7; // chunk servers pick random 64-bit ids
+        for id in [1, 2, big] {
+            c.servers.insert(id, server(id, 1));
+        }
+        for chunk in 1..=100 {
+            c.add_replica(chunk, big, 4);
+            c.add_replica(chunk, 1, 4);
+            if chunk % 10 == 0 {
+                c.add_replica(chunk, 2, 4);
+            }
+        }
+        c.add_replica(30, big, 5); // a replica ahead of the others
+        c.leases.insert(30, lease(vec![big, 1]));
+        c.leases.insert(40, lease(vec![1, 2]));
+        c.orphans.insert((big, 999), Instant::now());
+        c.orphans.insert((2, 998), Instant::now());
+        c.attention.clear();
+        assert_eq!(c.replica_count(big), 100);
+        assert_eq!(c.replica_count(2), 10);
+        assert_eq!(c.chunks_of(2), (1..=10).map(|i| i * 10).collect::<Vec<_>>());
+
+        let lost = c.mark_dead(big);
+        assert_eq!(lost, (1..=100).collect::<Vec<_>>());
+        assert!(!c.is_alive(big));
+        assert_eq!(c.replica_count(big), 0);
+        assert!(c.chunks_of(big).is_empty());
+        assert_eq!(c.attention.len(), 100);
+        assert_eq!(c.leases.keys().copied().collect::<Vec<_>>(), vec![40]);
+        assert_eq!(c.orphans.len(), 1);
+        assert_eq!(
+            &*c.replicas(30),
+            &[
+                Replica {
+                    server: 1,
+                    version: 4
+                },
+                Replica {
+                    server: 2,
+                    version: 4
+                }
+            ]
+        );
+        assert_eq!(c.replica_count(1), 100);
+        assert_eq!(c.located_chunks(), 100);
+        assert!(c.mark_dead(big).is_empty());
+        c.mark_dead(1);
+        assert_eq!(c.located_chunks(), 10);
+    }
+
+    #[test]
+    fn forgetting_a_servers_replicas_is_removing_each() {
+        let build = || {
+            let mut c = Cluster::default();
+            for id in [5, 6] {
+                c.servers.insert(id, server(id, 1));
+            }
+            for chunk in [3, 64, 65, 1_000] {
+                c.add_replica(chunk, 5, 2);
+                c.add_replica(chunk, 6, if chunk == 65 { 1 } else { 2 });
+            }
+            c.attention.clear();
+            c
+        };
+        let mut one_by_one = build();
+        for chunk in one_by_one.chunks_of(6) {
+            one_by_one.remove_replica(chunk, 6);
+        }
+        let mut at_once = build();
+        assert_eq!(at_once.forget_replicas_of(6), vec![3, 64, 65, 1_000]);
+        for chunk in [3, 64, 65, 1_000, 7] {
+            assert_eq!(&*at_once.replicas(chunk), &*one_by_one.replicas(chunk));
+        }
+        assert_eq!(at_once.attention, one_by_one.attention);
+        assert_eq!(at_once.replica_count(6), 0);
+        assert_eq!(at_once.replica_count(5), 4);
+        assert!(at_once.is_alive(6), "forgetting replicas is not a death");
+    }
+
+    #[test]
+    fn forget_chunk_returns_its_replicas_and_drops_its_lease() {
+        let mut c = Cluster::default();
+        c.add_replica(9, 2, 1);
+        c.add_replica(9, 1, 3);
+        c.leases.insert(9, lease(vec![2, 1]));
+        let gone = c.forget_chunk(9);
+        assert_eq!(
+            gone,
+            vec![
+                Replica {
+                    server: 2,
+                    version: 1
+                },
+                Replica {
+                    server: 1,
+                    version: 3
+                }
+            ]
+        );
+        assert!(c.leases.is_empty());
+        assert!(c.replicas(9).is_empty());
+        assert_eq!((c.replica_count(1), c.replica_count(2)), (0, 0));
+        assert!(c.forget_chunk(9).is_empty());
+    }
+
+    #[test]
+    fn the_work_set_empties_when_drained() {
+        let mut c = Cluster::default();
+        for chunk in 1..=1_000 {
+            c.add_replica(chunk, 1, 1);
+        }
+        c.remove_replica(5_000, 1);
+        assert_eq!(c.attention.len(), 1_001);
+        let drained: Vec<ChunkId> = c.attention.drain().collect();
+        assert_eq!(drained.len(), 1_001);
+        assert!(drained.is_sorted());
+        assert!(c.attention.is_empty());
     }
 }
