@@ -266,11 +266,13 @@ impl Master {
     }
 
     /// Marks servers dead that stopped beating, forgets prepared chunks whose commit never
-    /// came, and deletes orphans past their grace.
+    /// came and leases long expired, and deletes orphans past their grace.
     pub fn check_liveness(&self) {
         self.expire_prepared();
         let meta = self.meta.read();
         let mut cluster = self.cluster();
+        let lease_ms = self.config.lease_duration.as_millis() as u64;
+        cluster.drop_expired_leases(cairn_common::time::unix_ms(), lease_ms);
         for id in cluster.silent_servers(self.config.dead_timeout) {
             let lost = cluster.mark_dead(id);
             tracing::warn!(server = id, replicas = lost.len(), timeout = ?self.config.dead_timeout,

@@ -66,7 +66,12 @@ pub struct Cluster {
     pub attention: ChunkSet,
     /// Servers that reported a full disk take no new replicas until then.
     cooldown: HashMap<ServerId, Instant>,
+    /// When `drop_expired_leases` next scans (unix ms).
+    next_lease_sweep_ms: u64,
 }
+
+/// How often expired leases are swept: a scan of every lease, so not on every tick.
+const LEASE_SWEEP_EVERY_MS: u64 = 5_000;
 
 impl Cluster {
     /// Live servers, most free space first; ties are shuffled so that primaries and chain
@@ -135,6 +140,26 @@ impl Cluster {
     pub fn remove_replica(&mut self, chunk: ChunkId, server: ServerId) {
         self.attention.insert(chunk);
         self.locations.remove(chunk, server);
+    }
+
+    /// Forgets leases that expired more than `grace_ms` ago, at most every few seconds;
+    /// answers how many went. Without this the map would keep an entry for every chunk
+    /// written since the master started. An expired lease grants nothing: the next write
+    /// to its chunk moves the replicas to a new version (`advance_version`), as after any
+    /// lease loss; within `grace_ms` a writer that comes back still renews it cheaply.
+    pub fn drop_expired_leases(&mut self, now_ms: u64, grace_ms: u64) -> usize {
+        if now_ms < self.next_lease_sweep_ms {
+            return 0;
+        }
+        self.next_lease_sweep_ms = now_ms.saturating_add(LEASE_SWEEP_EVERY_MS);
+        let before = self.leases.len();
+        self.leases
+            .retain(|_, l| l.expiry_ms.saturating_add(grace_ms) > now_ms);
+        // A burst of writes grew the table; give the memory back once it is mostly empty.
+        if self.leases.capacity() > 64 && self.leases.len() < self.leases.capacity() / 4 {
+            self.leases.shrink_to_fit();
+        }
+        before - self.leases.len()
     }
 
     /// Forgets every replica of `chunk` (its file is gone); returns who held it.
@@ -245,6 +270,30 @@ mod tests {
         assert_eq!(c.placement(2, &[], 1 << 30), vec![2, 3]);
         assert_eq!(c.placement(3, &[2], 1 << 30), vec![3, 1]);
         assert_eq!(c.placement(9, &[], 0).len(), 4);
+    }
+
+    #[test]
+    fn expired_leases_go_after_their_grace_at_most_every_few_seconds() {
+        let mut c = Cluster::default();
+        for (chunk, expiry_ms) in [(1, 1_000), (2, 9_000), (3, 20_000)] {
+            c.leases.insert(
+                chunk,
+                LeaseState {
+                    version: 1,
+                    primary: 1,
+                    chain: vec![1],
+                    expiry_ms,
+                    create: false,
+                },
+            );
+        }
+        // Chunk 1 expired 9 s ago, chunk 2 1 s ago (within the 5 s grace), 3 is live.
+        assert_eq!(c.drop_expired_leases(10_000, 5_000), 1);
+        assert!(!c.leases.contains_key(&1) && c.leases.contains_key(&2));
+        // Too soon for another scan, although chunk 2 is now past its grace.
+        assert_eq!(c.drop_expired_leases(14_500, 5_000), 0);
+        assert_eq!(c.drop_expired_leases(15_000, 5_000), 1);
+        assert_eq!(c.leases.keys().copied().collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]
