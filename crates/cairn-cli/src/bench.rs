@@ -59,9 +59,13 @@ pub struct BenchArgs {
     /// Entries of the directory that metadata lists.
     #[arg(long, default_value_t = 100_000)]
     entries: usize,
-    /// One-chunk files that scale writes to measure memory per chunk.
+    /// Chunks that scale writes (one byte each, one file per client) to measure memory
+    /// per chunk; start the master with a small `--chunk-size` for large counts.
     #[arg(long, default_value_t = 20_000)]
     chunk_files: usize,
+    /// How long scale waits before each reading of the master's memory.
+    #[arg(long, default_value = "3s", value_parser = crate::servers::duration_arg)]
+    settle: std::time::Duration,
     /// Operations per client per run for randwrite and lock.
     #[arg(long, default_value_t = 500)]
     ops: usize,
