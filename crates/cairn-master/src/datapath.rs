@@ -244,11 +244,27 @@ impl Master {
         let chain = cluster.placement(goal as usize, &[], self.config.reserve_bytes);
         if chain.len() < self.config.min_replicas.max(1) {
             let live = cluster.servers.values().filter(|s| s.alive).count();
+            let (mut cooling, mut low) = (0, 0);
+            for s in cluster.servers.values().filter(|s| s.alive) {
+                if cluster.is_cooling_down(s.id) {
+                    cooling += 1;
+                } else if s.capacity.free_bytes
+                    < self.config.reserve_bytes.max(s.capacity.reserve_bytes)
+                {
+                    low += 1;
+                }
+            }
             return Err(if live == 0 {
                 MasterError::Unavailable("no chunk server is registered".into())
             } else {
+                // Say which reason holds: after freeing space, a user otherwise reads
+                // "below the reserve" while the servers report plenty free.
                 MasterError::NoSpace(format!(
-                    "no chunk server can take a new replica ({live} live, all below the free-space reserve)"
+                    "no chunk server can take a new replica ({live} live: {cooling} reported a \
+                     full disk and take none for up to {}s, {low} below the free-space \
+                     reserve; {} needed)",
+                    NO_SPACE_COOLDOWN.as_secs(),
+                    self.config.min_replicas.max(1)
                 ))
             });
         }

@@ -100,6 +100,13 @@ impl Cluster {
         self.cooldown.insert(server, Instant::now() + period);
     }
 
+    /// Whether `server` is kept out of placement after reporting a full disk.
+    pub fn is_cooling_down(&self, server: ServerId) -> bool {
+        self.cooldown
+            .get(&server)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     pub fn is_alive(&self, id: ServerId) -> bool {
         self.servers.get(&id).is_some_and(|s| s.alive)
     }
@@ -270,6 +277,17 @@ mod tests {
         assert_eq!(c.placement(2, &[], 1 << 30), vec![2, 3]);
         assert_eq!(c.placement(3, &[2], 1 << 30), vec![3, 1]);
         assert_eq!(c.placement(9, &[], 0).len(), 4);
+    }
+
+    #[test]
+    fn a_server_cools_down_for_its_period_only() {
+        let mut c = Cluster::default();
+        c.servers.insert(1, server(1, 10));
+        c.servers.insert(2, server(2, 10));
+        c.cool_down(1, Duration::from_secs(30));
+        c.cool_down(2, Duration::ZERO);
+        assert!(c.is_cooling_down(1) && !c.is_cooling_down(2) && !c.is_cooling_down(3));
+        assert_eq!(c.placement(3, &[], 0), vec![2]);
     }
 
     #[test]
