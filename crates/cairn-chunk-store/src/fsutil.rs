@@ -144,7 +144,9 @@ fn read_at_nowait(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize>
     }
     let e = io::Error::last_os_error();
     Err(match e.raw_os_error() {
-        Some(libc::EAGAIN) => io::Error::from(io::ErrorKind::WouldBlock),
+        // EOPNOTSUPP: the file system has no non-blocking reads (tmpfs here, kernel 6.18):
+        // the caller's blocking read serves it instead of failing the read.
+        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => io::Error::from(io::ErrorKind::WouldBlock),
         _ => e,
     })
 }
@@ -162,5 +164,31 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Chunk servers may keep their data on tmpfs, which has no non-blocking reads: a
+    // cache-only read must answer data or WouldBlock there, never an I/O error.
+    #[test]
+    fn a_cache_only_read_on_tmpfs_is_data_or_would_block() {
+        let dir = std::path::Path::new("/dev/shm");
+        if !dir.is_dir() {
+            eprintln!("skipped: no /dev/shm");
+            return;
+        }
+        let path = dir.join(format!("cairn-nowait-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 8192]).expect("write");
+        let file = File::open(&path).expect("open");
+        let mut buf = vec![0u8; 8192];
+        let got = read_at_or_zero_mode(&file, &mut buf, 0, Wait::No);
+        let _ = std::fs::remove_file(&path);
+        match got {
+            Ok(n) => assert!(n == 8192 && buf.iter().all(|&b| b == 7)),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}"),
+        }
     }
 }
