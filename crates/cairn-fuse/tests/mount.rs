@@ -246,8 +246,21 @@ async fn locks_exclude_across_mounts() -> anyhow::Result<()> {
         let o = out(lk(&fb, "flocknb", "w", 0, 0, 0).output().await?);
         ensure!(o == "busy", "flock on the other mount: {o}");
         fl.wait().await?;
-        let o = out(lk(&fb, "flocknb", "w", 0, 0, 0).output().await?);
-        ensure!(o == "ok", "flock after release: {o}");
+        // The kernel sends FUSE_RELEASE (which carries the flock unlock) asynchronously
+        // after the holder's last close, so the holder can be reaped before its mount has
+        // heard of the close: the lock must go soon after, not at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let o = out(lk(&fb, "flocknb", "w", 0, 0, 0).output().await?);
+            if o == "ok" {
+                break;
+            }
+            ensure!(
+                o == "busy" && Instant::now() < deadline,
+                "flock after release: {o}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(())
     })
     .await
