@@ -33,6 +33,13 @@ fn flip_byte(path: &std::path::Path, from_end: u64) {
     f.write_all_at(&b, len - from_end).expect("write byte");
 }
 
+/// Whether the damaged replica at `path` (holding `damaged`) is gone. The master may copy
+/// the chunk back to the same server, at the same path, before a test looks, so a file
+/// there that differs from the damaged one counts as gone too.
+fn dropped(path: &std::path::Path, damaged: &[u8]) -> bool {
+    std::fs::read(path).map_or(true, |now| now != damaged)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::Result<()> {
     init_logging();
@@ -51,7 +58,8 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
             .expect("server");
         let path = replica_file(cluster.chunkserver_dir(i), chunk.chunk_id);
         flip_byte(&path, 10);
-        damaged.push(path);
+        let bytes = std::fs::read(&path)?;
+        damaged.push((path, bytes));
     }
     for _ in 0..3 {
         let back = client.read_all("/f").await?;
@@ -61,7 +69,7 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
     wait_until(
         Duration::from_secs(10),
         "corrupt replicas to be removed",
-        || async { damaged.iter().all(|p| !p.exists()) },
+        || async { damaged.iter().all(|(p, b)| dropped(p, b)) },
     )
     .await?;
     // The master copies the chunk back to its goal from the good replica, at a new
@@ -98,7 +106,8 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
         // The replica was just written: its pages are cached, so the damage must be
         // found by the cached read, not only by one from disk.
         flip_byte(&path, 10);
-        damaged.push(path);
+        let bytes = std::fs::read(&path)?;
+        damaged.push((path, bytes));
     }
     for _ in 0..3 {
         assert!(
@@ -109,7 +118,7 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
     wait_until(
         Duration::from_secs(10),
         "corrupt small replicas to be removed",
-        || async { damaged.iter().all(|p| !p.exists()) },
+        || async { damaged.iter().all(|(p, b)| dropped(p, b)) },
     )
     .await?;
     Ok(())
