@@ -1,4 +1,4 @@
-//! Giving freed heap memory back to the operating system.
+//! Giving freed heap memory back to the operating system, and measuring the live heap.
 //!
 //! glibc's allocator keeps freed memory in its arenas for reuse. After a large transient
 //! buffer (a master checkpoint serializes the whole namespace) that slack can be several
@@ -19,8 +19,41 @@ pub fn release_free_memory() {
     }
 }
 
+/// Bytes the allocator has handed out and not had back (glibc's `mallinfo2`: in-use heap
+/// blocks plus mmapped ones), i.e. the live heap without the allocator's free memory;
+/// `None` where the allocator cannot tell. It walks the free lists: not for hot paths.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's own statistics.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks as u64).saturating_add(m.hblkhd as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
+    /// Both tests measure the whole process's heap: they must not run at once.
+    static HEAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn heap_in_use_counts_live_blocks() {
+        let _one = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+        let before = super::heap_in_use().expect("glibc");
+        let blocks: Vec<Vec<u8>> = (0..256).map(|i| vec![i as u8; 64 << 10]).collect();
+        let during = super::heap_in_use().expect("glibc");
+        assert!(blocks.iter().all(|b| b.len() == 64 << 10));
+        drop(blocks);
+        let after = super::heap_in_use().expect("glibc");
+        // Other tests may allocate meanwhile, so only the 16 MiB step is certain.
+        assert!(during >= before + (15 << 20), "{before} -> {during}");
+        assert!(after + (15 << 20) <= during, "{during} -> {after}");
+    }
+
     fn resident_bytes() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
         let kb: u64 = status
@@ -33,6 +66,7 @@ mod tests {
 
     #[test]
     fn freed_memory_in_the_middle_of_the_heap_goes_back() {
+        let _one = HEAP.lock().unwrap_or_else(|p| p.into_inner());
         // 32 MiB in blocks below the mmap threshold, so they come from the heap, each
         // followed by a small block that stays live: freed, the big blocks are holes
         // that cannot merge into the top of the heap, so the allocator keeps them.

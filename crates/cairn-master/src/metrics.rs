@@ -52,6 +52,7 @@ struct Gauges {
     events: Family<KindLabel, Counter>,
     replication: ReplicationGauges,
     resident: Gauge,
+    heap: Gauge,
 }
 
 /// Re-replication progress (`replication.rs`), as `cairn_master_replication_*`.
@@ -263,6 +264,11 @@ impl MasterMetrics {
                 "resident_memory_bytes",
                 "Resident memory of the master process",
             ),
+            heap: gauge(
+                r,
+                "heap_in_use_bytes",
+                "Heap blocks the master process has in use (the rest of its resident memory is code, stacks and allocator free space)",
+            ),
         };
         MasterMetrics {
             registry: root,
@@ -330,6 +336,7 @@ impl MasterMetrics {
         g.replication.set(&s);
         g.resident
             .set(s.master_resident_bytes.min(i64::MAX as u64) as i64);
+        g.heap.set(s.master_heap_bytes.min(i64::MAX as u64) as i64);
         for (kind, n) in master.events.totals() {
             let c = g.events.get_or_create(&KindLabel { kind });
             c.inc_by(n.saturating_sub(c.get()));

@@ -80,6 +80,7 @@ impl Master {
             version: env!("CARGO_PKG_VERSION").to_string(),
             symlinks: totals.symlinks,
             master_resident_bytes: resident_bytes(),
+            master_heap_bytes: cairn_common::memory::heap_in_use().unwrap_or(0),
             ..Default::default()
         };
         self.replication_status(&mut resp, bytes_left);

@@ -218,12 +218,23 @@ pub async fn random_reads(client: &Client, a: &BenchArgs, runs: usize) -> anyhow
     )])
 }
 
+/// The master's resident memory and, of that, its heap in use (0 if it cannot tell).
+#[derive(Clone, Copy)]
+struct Memory {
+    resident: f64,
+    heap: f64,
+}
+
 /// Waits `settle` for the master to settle (heartbeat reports processed, transient
 /// buffers freed, leases of the phase expired if the master's lease is short) and answers
-/// its resident memory.
-async fn settled_resident(client: &Client, settle: std::time::Duration) -> anyhow::Result<f64> {
+/// its memory.
+async fn settled_memory(client: &Client, settle: std::time::Duration) -> anyhow::Result<Memory> {
     tokio::time::sleep(settle).await;
-    Ok(client.status().await?.master_resident_bytes as f64)
+    let s = client.status().await?;
+    Ok(Memory {
+        resident: s.master_resident_bytes as f64,
+        heap: s.master_heap_bytes as f64,
+    })
 }
 
 /// The master's memory per chunk and per file, and create and stat rates at scale.
@@ -237,7 +248,8 @@ async fn settled_resident(client: &Client, settle: std::time::Duration) -> anyho
 /// directories of 1,000 and stat'ed. Resident size is read after a settling pause
 /// (`--settle`); with a master started with `--lease 5s` and a settle of 15 s, the chunk
 /// figure leaves out write leases, which the master forgets a lease length after they
-/// expire.
+/// expire. Memory is reported twice: resident (what the operating system charges) and
+/// heap in use (live blocks, without the allocator's free memory), as differences.
 pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let cs = clients(client, a.clients).await?;
     let k = cs.len();
@@ -253,7 +265,7 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             .write_at(&format!("{chunk_dir}/c{i}"), 0, one.clone())
             .await?;
     }
-    let before_chunks = settled_resident(client, a.settle).await?;
+    let before_chunks = settled_memory(client, a.settle).await?;
     let per = a.chunk_files.div_ceil(k);
     let r = chunk_dir.clone();
     let chunk_rate = spread(&cs, a.chunk_files, move |c, n| {
@@ -262,27 +274,30 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         async move { Ok(c.write_at(&p, offset, one).await.map(drop)?) }
     })
     .await?;
-    let after_chunks = settled_resident(client, a.settle).await?;
+    let after_chunks = settled_memory(client, a.settle).await?;
 
     for d in 0..a.files.div_ceil(1000) {
         client.mkdir(&format!("{root}/d{d}"), false).await?;
     }
-    let before_files = settled_resident(client, a.settle).await?;
+    let before_files = settled_memory(client, a.settle).await?;
     let r = root.clone();
     let creates = spread(&cs, a.files, move |c, n| {
         let p = format!("{r}/d{}/f{n}", n / 1000);
         async move { Ok(c.create(&p, false).await.map(drop)?) }
     })
     .await?;
-    let after_files = settled_resident(client, a.settle).await?;
+    let after_files = settled_memory(client, a.settle).await?;
     let r = root.clone();
     let stats = spread(&cs, a.files, move |c, n| {
         let p = format!("{r}/d{}/f{n}", n / 1000);
         async move { Ok(c.stat(&p).await.map(drop)?) }
     })
     .await?;
-    let per_chunk = (after_chunks - before_chunks) / a.chunk_files.max(1) as f64;
-    let per_file = (after_files - before_files) / a.files.max(1) as f64;
+    let (chunks, files) = (a.chunk_files.max(1) as f64, a.files.max(1) as f64);
+    let per_chunk = (after_chunks.resident - before_chunks.resident) / chunks;
+    let per_file = (after_files.resident - before_files.resident) / files;
+    let heap_per_chunk = (after_chunks.heap - before_chunks.heap) / chunks;
+    let heap_per_file = (after_files.heap - before_files.heap) / files;
     Ok(vec![
         row(
             format!("chunk writes at {} chunks, {k}c", a.chunk_files),
@@ -301,10 +316,16 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         ),
         row("master memory per file".into(), "bytes", vec![per_file]),
         row("master memory per chunk".into(), "bytes", vec![per_chunk]),
+        row("master heap per file".into(), "bytes", vec![heap_per_file]),
+        row(
+            "master heap per chunk".into(),
+            "bytes",
+            vec![heap_per_chunk],
+        ),
         row(
             "master resident after".into(),
             "MB",
-            vec![after_files / 1e6],
+            vec![after_files.resident / 1e6],
         ),
     ])
 }
