@@ -2,6 +2,9 @@
 //! its first chunk when it is small, see `prepared.rs`, and write it again if the commit
 //! cannot take that chunk), and the streaming writer.
 //!
+//! A transfer that fails removes the file it created, so no empty or partial file is
+//! left looking like its result.
+//!
 //! Must never: acknowledge a transfer before every byte is durable on every replica and the
 //! file's length covers it.
 
@@ -31,7 +34,8 @@ impl Client {
             .await?;
         let chunk_size = self.chunk_size(attr.inode).await?;
         let len = data.len() as u64;
-        self.inner
+        let written = self
+            .inner
             .write_committed(attr.inode, len, || {
                 self.inner.write_range(
                     attr.inode,
@@ -41,7 +45,26 @@ impl Client {
                     self.inner.config.write_parallelism,
                 )
             })
-            .await
+            .await;
+        self.discard_on_failure(p, attr.inode, written).await
+    }
+
+    /// Passes `written` on; when it failed, first removes the file the transfer created
+    /// at `p` (if `p` still names `inode`), so that a failed upload (a full cluster, say)
+    /// leaves no empty or partial file that looks like its result. Nothing in it was
+    /// acknowledged.
+    async fn discard_on_failure(&self, p: &str, inode: u64, written: Result<Attr>) -> Result<Attr> {
+        if written.is_err() {
+            match self.stat(p).await {
+                Ok(a) if a.inode == inode => {
+                    if let Err(e) = self.delete(p, false).await {
+                        tracing::warn!(path = p, error = %e, "could not remove a failed upload");
+                    }
+                }
+                _ => {}
+            }
+        }
+        written
     }
 
     /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
@@ -72,7 +95,8 @@ impl Client {
             offset: 0,
             len,
         };
-        self.inner
+        let written = self
+            .inner
             .write_committed(attr.inode, len, || {
                 self.inner.write_range_progress(
                     attr.inode,
@@ -83,7 +107,8 @@ impl Client {
                     progress.clone(),
                 )
             })
-            .await
+            .await;
+        self.discard_on_failure(p, attr.inode, written).await
     }
 
     /// Creates (or empties) a file and returns a streaming writer for it.
