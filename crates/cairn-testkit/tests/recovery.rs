@@ -368,7 +368,10 @@ async fn writes_fail_over_from_a_disk_that_runs_out_of_space() -> anyhow::Result
     assert!(on_small >= 2, "the small disk took {on_small} replicas");
     assert!(on_small < 32, "the small disk took every chunk");
     acked.verify(&client).await?;
-    // A file larger than all the space left fails, and takes its partial self with it:
+    wait_at_goal(&client, Duration::from_secs(30)).await?;
+    fsck_clean(&bin, &cluster.master_addr())?;
+    // Last, as it fills every disk (nothing can go back to goal for a while after):
+    // a file larger than all the space left fails, and takes its partial self with it:
     // no empty or short file is left looking like the upload's result.
     let too_big = Bytes::from(pattern(99, 100 << 20));
     let failed = client.write_all("/too-big", too_big, false).await;
@@ -380,8 +383,6 @@ async fn writes_fail_over_from_a_disk_that_runs_out_of_space() -> anyhow::Result
         "a failed upload left {left:?}"
     );
     acked.verify(&client).await?;
-    wait_at_goal(&client, Duration::from_secs(30)).await?;
-    fsck_clean(&bin, &cluster.master_addr())?;
     // Stop the servers and unmount before the cluster removes its directory.
     for i in 0..4 {
         cluster.kill_chunkserver(i).await;
