@@ -54,15 +54,11 @@ impl Client {
     /// leaves no empty or partial file that looks like its result. Nothing in it was
     /// acknowledged.
     async fn discard_on_failure(&self, p: &str, inode: u64, written: Result<Attr>) -> Result<Attr> {
-        if written.is_err() {
-            match self.stat(p).await {
-                Ok(a) if a.inode == inode => {
-                    if let Err(e) = self.delete(p, false).await {
-                        tracing::warn!(path = p, error = %e, "could not remove a failed upload");
-                    }
-                }
-                _ => {}
-            }
+        if written.is_err()
+            && self.stat(p).await.is_ok_and(|a| a.inode == inode)
+            && let Err(e) = self.delete(p, false).await
+        {
+            tracing::warn!(path = p, error = %e, "could not remove a failed upload");
         }
         written
     }

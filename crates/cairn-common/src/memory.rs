@@ -35,6 +35,16 @@ pub fn heap_in_use() -> Option<u64> {
     }
 }
 
+/// The process's resident set size (`VmRSS` in `/proc/self/status`); `None` where that
+/// is unavailable.
+pub fn resident_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     /// Both tests measure the whole process's heap: they must not run at once.
@@ -54,16 +64,6 @@ mod tests {
         assert!(after + (15 << 20) <= during, "{during} -> {after}");
     }
 
-    fn resident_bytes() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line");
-        kb << 10
-    }
-
     #[test]
     fn freed_memory_in_the_middle_of_the_heap_goes_back() {
         let _one = HEAP.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,9 +77,9 @@ mod tests {
             pins.push(vec![1u8; 64]);
         }
         drop(blocks);
-        let before = resident_bytes();
+        let before = super::resident_bytes().expect("procfs");
         super::release_free_memory();
-        let after = resident_bytes();
+        let after = super::resident_bytes().expect("procfs");
         assert!(pins.iter().all(|p| p.iter().all(|&b| b == 1)));
         assert!(
             before.saturating_sub(after) >= 16 << 20,

@@ -79,22 +79,11 @@ impl Master {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             symlinks: totals.symlinks,
-            master_resident_bytes: resident_bytes(),
+            master_resident_bytes: cairn_common::memory::resident_bytes().unwrap_or(0),
             master_heap_bytes: cairn_common::memory::heap_in_use().unwrap_or(0),
             ..Default::default()
         };
         self.replication_status(&mut resp, bytes_left);
         resp
     }
-}
-
-/// The process's resident set size from `/proc/self/status` (0 where that is unavailable).
-fn resident_bytes() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
