@@ -25,6 +25,7 @@ mod posix_io;
 mod prepared;
 mod read;
 mod session;
+mod stat_batch;
 mod transfer;
 mod write;
 
@@ -173,6 +174,8 @@ pub(crate) struct Inner {
     pub(crate) prepared: prepared::PreparedLeases,
     /// The cluster's chunk size, fixed when it was formatted (0: not known yet).
     chunk_size: std::sync::atomic::AtomicU64,
+    /// Stats waiting to be sent together (`stat_batch.rs`).
+    stats: stat_batch::StatBatcher,
 }
 
 impl Inner {
@@ -284,6 +287,7 @@ impl Client {
                 session_open: tokio::sync::Mutex::new(()),
                 locations: Default::default(),
                 prepared: Default::default(),
+                stats: Default::default(),
                 chunk_size: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -361,14 +365,43 @@ impl Client {
         Ok(attr)
     }
 
+    /// The attributes of `p`. Concurrent stats on one client are sent together
+    /// (`stat_batch.rs`): each is still answered by the master after it was asked.
     pub async fn stat(&self, p: &str) -> Result<Attr> {
         let path = path(p)?.to_string();
-        let r = self
-            .inner
-            .master
-            .call("stat", rpc!(stat, pb::StatRequest { path: path.clone() }))
-            .await?;
-        Attr::from_pb(r.attr)
+        stat_batch::stat(&self.inner, path).await
+    }
+
+    /// The attributes of every path, in order, each its own result (a missing path is a
+    /// `NotFound` in its place). Up to `MAX_STAT_MANY` paths go in one round trip.
+    pub async fn stat_many(&self, paths: &[&str]) -> Result<Vec<Result<Attr>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for group in paths.chunks(cairn_proto::MAX_STAT_MANY) {
+            let mut valid = Vec::with_capacity(group.len());
+            let mut parsed = Vec::with_capacity(group.len());
+            for p in group {
+                let r = path(p).map(|c| c.to_string());
+                if let Ok(c) = &r {
+                    valid.push(c.clone());
+                }
+                parsed.push(r);
+            }
+            let mut answers = if valid.is_empty() {
+                Vec::new()
+            } else {
+                stat_batch::stat_many_call(&self.inner, valid).await?
+            }
+            .into_iter();
+            for r in parsed {
+                out.push(match r {
+                    Ok(_) => answers.next().unwrap_or_else(|| {
+                        Err(Error::new(ErrorKind::Internal, "a stat answer is missing"))
+                    }),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Every entry of a directory, sorted by name.

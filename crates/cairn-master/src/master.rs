@@ -429,6 +429,16 @@ impl Master {
         Ok(self.meta.read().lookup(path)?)
     }
 
+    /// One lookup per path, in order, under one hold of the namespace's read lock: the
+    /// answers are one consistent view, and a batch pays for the lock once.
+    pub fn stat_many(&self, paths: &[String]) -> Vec<Result<Attr, MasterError>> {
+        let meta = self.meta.read();
+        paths
+            .iter()
+            .map(|p| Ok(meta.lookup(&parse_path(p)?)?))
+            .collect()
+    }
+
     pub fn list(
         &self,
         path: &CairnPath,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::MasterError;
 use crate::master::{CreateArgs, Master, attr_to_pb, parse_path, request_id};
 
 /// gRPC face of the master.
@@ -67,6 +68,37 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<pb::StatResponse>, Status> {
         let a = self.master.stat(&parse_path(&req.into_inner().path)?)?;
         Ok(Response::new(pb::StatResponse { attr: attr(&a) }))
+    }
+
+    async fn stat_many(
+        &self,
+        req: Request<pb::StatManyRequest>,
+    ) -> Result<Response<pb::StatManyResponse>, Status> {
+        let paths = req.into_inner().paths;
+        if paths.len() > cairn_proto::MAX_STAT_MANY {
+            return Err(Status::from(MasterError::InvalidArgument(format!(
+                "{} paths in one StatMany; at most {}",
+                paths.len(),
+                cairn_proto::MAX_STAT_MANY
+            ))));
+        }
+        let results = self
+            .master
+            .stat_many(&paths)
+            .into_iter()
+            .map(|r| match r {
+                Ok(a) => pb::StatResult {
+                    attr: attr(&a),
+                    ..Default::default()
+                },
+                Err(e) => pb::StatResult {
+                    attr: None,
+                    error: e.kind().wire_name().to_string(),
+                    message: e.to_string(),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::StatManyResponse { results }))
     }
 
     async fn list(

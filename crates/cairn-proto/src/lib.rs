@@ -30,3 +30,7 @@ pub const SMALL_WRITE_BYTES: usize = 256 << 10;
 /// Reads of at most this many bytes of one chunk ask for them in one answer (`ReadSmall`);
 /// longer ones stream, so the next piece is on its way while the caller takes this one.
 pub const SMALL_READ_BYTES: usize = 256 << 10;
+
+/// Most paths one `StatMany` call may carry: with paths of at most `MAX_PATH_LEN` bytes,
+/// a request and its answer stay well below `MAX_MESSAGE_BYTES`.
+pub const MAX_STAT_MANY: usize = 1024;

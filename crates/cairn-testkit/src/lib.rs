@@ -18,6 +18,7 @@ use cairn_common::CancellationToken;
 use cairn_master::MasterConfig;
 use tokio::net::TcpListener;
 
+pub mod http;
 pub mod ports;
 pub mod process;
 
