@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Concurrent clients (each its own connection and session).
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// Concurrent tasks per client for small-files, metadata and scale (a server
+    /// answering many requests at once through one client).
+    #[arg(long, default_value_t = 1)]
+    tasks: usize,
     /// Files for small-files, metadata and scale.
     #[arg(long, default_value_t = 10_000)]
     files: usize,

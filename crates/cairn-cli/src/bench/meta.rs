@@ -23,17 +23,22 @@ async fn clients(client: &Client, n: usize) -> anyhow::Result<Vec<Client>> {
     Ok(out)
 }
 
-/// Runs `op(client, index)` for every index in `0..total`, spread over `clients`, and
-/// returns operations per second.
-async fn spread<F, Fut>(clients: &[Client], total: usize, op: F) -> anyhow::Result<f64>
+/// Runs `op(client, index)` for every index in `0..total`, spread over `tasks` concurrent
+/// tasks per client, and returns operations per second.
+async fn spread<F, Fut>(
+    clients: &[Client],
+    tasks: usize,
+    total: usize,
+    op: F,
+) -> anyhow::Result<f64>
 where
     F: Fn(Client, usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let n = clients.len();
+    let n = clients.len() * tasks.max(1);
     let per = total.div_ceil(n);
     let r = rate(n, per, |i| {
-        let (c, op) = (clients[i].clone(), op.clone());
+        let (c, op) = (clients[i % clients.len()].clone(), op.clone());
         async move {
             for k in (i * per)..((i + 1) * per).min(total) {
                 op(c.clone(), k).await?;
@@ -42,8 +47,17 @@ where
         }
     })
     .await?;
-    // `rate` counts n * per operations; correct for the last client's shorter share.
+    // `rate` counts n * per operations; correct for the last task's shorter share.
     Ok(r * total as f64 / (n * per) as f64)
+}
+
+/// How a row names its concurrency: clients, and tasks per client when more than one.
+fn who(clients: usize, tasks: usize) -> String {
+    if tasks > 1 {
+        format!("{clients}c x {tasks}t")
+    } else {
+        format!("{clients}c")
+    }
 }
 
 fn row(name: String, unit: &'static str, values: Vec<f64>) -> Row {
@@ -61,7 +75,7 @@ pub async fn small_files(client: &Client, a: &BenchArgs, runs: usize) -> anyhow:
         let name = move |k: usize| format!("{dir}/f{k}");
         let (n, b) = (name.clone(), body.clone());
         create.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let (p, b) = (n(k), b.clone());
                 async move { Ok(c.write_all(&p, b, false).await.map(drop)?) }
             })
@@ -69,7 +83,7 @@ pub async fn small_files(client: &Client, a: &BenchArgs, runs: usize) -> anyhow:
         );
         let n = name.clone();
         stat.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = n(k);
                 async move {
                     let attr = c.stat(&p).await?;
@@ -81,7 +95,7 @@ pub async fn small_files(client: &Client, a: &BenchArgs, runs: usize) -> anyhow:
         );
         let n = name.clone();
         read.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = n(k);
                 async move {
                     let data = c.read_all(&p).await?;
@@ -93,19 +107,19 @@ pub async fn small_files(client: &Client, a: &BenchArgs, runs: usize) -> anyhow:
         );
         let n = name.clone();
         delete.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = n(k);
                 async move { Ok(c.delete(&p, false).await?) }
             })
             .await?,
         );
     }
-    let k = cs.len();
+    let k = who(cs.len(), a.tasks);
     Ok(vec![
-        row(format!("small 4KiB create+write, {k}c"), "ops/s", create),
-        row(format!("small 4KiB stat, {k}c"), "ops/s", stat),
-        row(format!("small 4KiB read, {k}c"), "ops/s", read),
-        row(format!("small 4KiB delete, {k}c"), "ops/s", delete),
+        row(format!("small 4KiB create+write, {k}"), "ops/s", create),
+        row(format!("small 4KiB stat, {k}"), "ops/s", stat),
+        row(format!("small 4KiB read, {k}"), "ops/s", read),
+        row(format!("small 4KiB delete, {k}"), "ops/s", delete),
     ])
 }
 
@@ -119,7 +133,7 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
         client.mkdir(&dir, true).await?;
         let d = dir.clone();
         mkdir.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = format!("{d}/d{k}");
                 async move { Ok(c.mkdir(&p, false).await.map(drop)?) }
             })
@@ -127,7 +141,7 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
         );
         let d = dir.clone();
         create.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = format!("{d}/f{k}");
                 async move { Ok(c.create(&p, false).await.map(drop)?) }
             })
@@ -135,7 +149,7 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
         );
         let d = dir.clone();
         stat.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let p = format!("{d}/f{k}");
                 async move { Ok(c.stat(&p).await.map(drop)?) }
             })
@@ -143,7 +157,7 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
         );
         let d = dir.clone();
         rename.push(
-            spread(&cs, a.files, move |c, k| {
+            spread(&cs, a.tasks, a.files, move |c, k| {
                 let (from, to) = (format!("{d}/f{k}"), format!("{d}/r{k}"));
                 async move { Ok(c.rename(&from, &to).await?) }
             })
@@ -154,7 +168,7 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
     let big = format!("{}/big", a.path);
     client.mkdir(&big, true).await?;
     let b = big.clone();
-    spread(&cs, a.entries, move |c, k| {
+    spread(&cs, a.tasks, a.entries, move |c, k| {
         let p = format!("{b}/e{k:07}");
         async move { Ok(c.create(&p, false).await.map(drop)?) }
     })
@@ -171,12 +185,12 @@ pub async fn metadata(client: &Client, a: &BenchArgs, runs: usize) -> anyhow::Re
             a.entries
         );
     }
-    let k = cs.len();
+    let k = who(cs.len(), a.tasks);
     Ok(vec![
-        row(format!("mkdir, {k}c"), "ops/s", mkdir),
-        row(format!("create empty, {k}c"), "ops/s", create),
-        row(format!("stat, {k}c"), "ops/s", stat),
-        row(format!("rename, {k}c"), "ops/s", rename),
+        row(format!("mkdir, {k}"), "ops/s", mkdir),
+        row(format!("create empty, {k}"), "ops/s", create),
+        row(format!("stat, {k}"), "ops/s", stat),
+        row(format!("rename, {k}"), "ops/s", rename),
         row(
             format!("list a dir of {} entries", a.entries),
             "entries/s",
@@ -252,7 +266,7 @@ async fn settled_memory(client: &Client, settle: std::time::Duration) -> anyhow:
 /// heap in use (live blocks, without the allocator's free memory), as differences.
 pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let cs = clients(client, a.clients).await?;
-    let k = cs.len();
+    let k = who(cs.len(), a.tasks);
     let root = format!("{}/scale", a.path);
     client.mkdir(&root, true).await?;
     let chunk_dir = format!("{root}/chunks");
@@ -260,15 +274,15 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let chunk_size = client.status().await?.chunk_size.max(1);
     let one = Bytes::from_static(b"x");
     // Chunk 0 of every client's file warms connections, leases and buffers.
-    for i in 0..k {
+    for i in 0..cs.len() {
         client
             .write_at(&format!("{chunk_dir}/c{i}"), 0, one.clone())
             .await?;
     }
     let before_chunks = settled_memory(client, a.settle).await?;
-    let per = a.chunk_files.div_ceil(k);
+    let per = a.chunk_files.div_ceil(cs.len());
     let r = chunk_dir.clone();
-    let chunk_rate = spread(&cs, a.chunk_files, move |c, n| {
+    let chunk_rate = spread(&cs, 1, a.chunk_files, move |c, n| {
         let (p, one) = (format!("{r}/c{}", n / per), one.clone());
         let offset = (1 + n % per) as u64 * chunk_size;
         async move { Ok(c.write_at(&p, offset, one).await.map(drop)?) }
@@ -281,14 +295,14 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     }
     let before_files = settled_memory(client, a.settle).await?;
     let r = root.clone();
-    let creates = spread(&cs, a.files, move |c, n| {
+    let creates = spread(&cs, a.tasks, a.files, move |c, n| {
         let p = format!("{r}/d{}/f{n}", n / 1000);
         async move { Ok(c.create(&p, false).await.map(drop)?) }
     })
     .await?;
     let after_files = settled_memory(client, a.settle).await?;
     let r = root.clone();
-    let stats = spread(&cs, a.files, move |c, n| {
+    let stats = spread(&cs, a.tasks, a.files, move |c, n| {
         let p = format!("{r}/d{}/f{n}", n / 1000);
         async move { Ok(c.stat(&p).await.map(drop)?) }
     })
@@ -300,17 +314,17 @@ pub async fn scale(client: &Client, a: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let heap_per_file = (after_files.heap - before_files.heap) / files;
     Ok(vec![
         row(
-            format!("chunk writes at {} chunks, {k}c", a.chunk_files),
+            format!("chunk writes at {} chunks, {}c", a.chunk_files, cs.len()),
             "ops/s",
             vec![chunk_rate],
         ),
         row(
-            format!("create at {} files, {k}c", a.files),
+            format!("create at {} files, {k}", a.files),
             "ops/s",
             vec![creates],
         ),
         row(
-            format!("stat at {} files, {k}c", a.files),
+            format!("stat at {} files, {k}", a.files),
             "ops/s",
             vec![stats],
         ),
