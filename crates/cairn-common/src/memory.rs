@@ -7,6 +7,7 @@
 //! chunks went from 70 MB to 27 MB resident on one `malloc_trim`.
 //!
 //! Must never be called on a hot path: a trim walks the heap and holds arena locks.
+//! [`TrimPolicy`] decides when a periodic check should trim on its own.
 
 /// Returns free heap memory to the operating system where the allocator supports it
 /// (glibc on Linux); elsewhere does nothing.
@@ -16,6 +17,55 @@ pub fn release_free_memory() {
     // pointers and is safe to call from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// When a long-running server should give free heap back on its own, between the trims
+/// that follow its big transient buffers: work that allocates and frees (bursts of
+/// requests, expired leases swept away) leaves slack that no checkpoint follows.
+///
+/// A trim is due when the process is resident for at least `min_slack` bytes and a
+/// quarter of the live heap more than the live heap needs, and its resident size grew
+/// by `min_slack` since the last trim (what a trim cannot give back, such as code pages
+/// and fragments, does not make every later check trim again).
+#[derive(Debug, Clone)]
+pub struct TrimPolicy {
+    pub min_slack: u64,
+    /// Resident size right after the last trim.
+    after_last: u64,
+}
+
+impl TrimPolicy {
+    pub fn new(min_slack: u64) -> TrimPolicy {
+        TrimPolicy {
+            min_slack,
+            after_last: 0,
+        }
+    }
+
+    /// Whether a process with this resident size and live heap should trim now.
+    pub fn due(&self, resident: u64, heap: u64) -> bool {
+        let slack = resident.saturating_sub(heap);
+        slack >= self.min_slack
+            && slack >= heap / 4
+            && resident >= self.after_last.saturating_add(self.min_slack)
+    }
+
+    /// Records the resident size a trim left.
+    pub fn trimmed(&mut self, resident_after: u64) {
+        self.after_last = resident_after;
+    }
+
+    /// Checks the process and trims if due; returns the resident bytes given back.
+    pub fn check(&mut self) -> Option<u64> {
+        let (resident, heap) = (resident_bytes()?, heap_in_use()?);
+        if !self.due(resident, heap) {
+            return None;
+        }
+        release_free_memory();
+        let after = resident_bytes().unwrap_or(resident);
+        self.trimmed(after);
+        Some(resident.saturating_sub(after))
     }
 }
 
@@ -43,6 +93,31 @@ pub fn resident_bytes() -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::TrimPolicy;
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn trims_only_real_slack_and_not_again_for_what_stays() {
+        let mut p = TrimPolicy::new(32 * MB);
+        assert!(
+            !p.due(40 * MB, 20 * MB),
+            "20 MB of slack is below the minimum"
+        );
+        assert!(
+            !p.due(500 * MB, 420 * MB),
+            "80 MB is under a quarter of a 420 MB heap"
+        );
+        assert!(p.due(200 * MB, 100 * MB));
+        // The trim left 150 MB resident (code, fragments): not again until it grows.
+        p.trimmed(150 * MB);
+        assert!(!p.due(160 * MB, 100 * MB));
+        assert!(p.due(190 * MB, 100 * MB));
+    }
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]

@@ -45,6 +45,11 @@ pub use service::MasterService;
 /// Default chunk size of a new file system.
 pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
 
+/// How often the master checks whether freed heap should go back to the system, and the
+/// least slack worth a trim (`cairn_common::memory::TrimPolicy`).
+const TRIM_CHECK: Duration = Duration::from_secs(10);
+const TRIM_MIN_SLACK: u64 = 16 << 20;
+
 /// Everything a master needs to run.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -189,6 +194,32 @@ pub async fn serve_with_http(
             }
         })
     };
+    let trimmer = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut policy = cairn_common::memory::TrimPolicy::new(TRIM_MIN_SLACK);
+            let mut tick = tokio::time::interval(TRIM_CHECK);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        // A trim holds the allocator's locks for milliseconds: off the
+                        // runtime's workers.
+                        let checked = tokio::task::spawn_blocking(move || {
+                            let freed = policy.check();
+                            (policy, freed)
+                        })
+                        .await;
+                        let Ok((p, freed)) = checked else { break };
+                        policy = p;
+                        if let Some(bytes) = freed {
+                            tracing::debug!(bytes, "gave free heap back to the system");
+                        }
+                    }
+                }
+            }
+        })
+    };
     master.set_shutdown(shutdown.clone());
     let service = MasterServer::new(MasterService {
         master: master.clone(),
@@ -212,6 +243,7 @@ pub async fn serve_with_http(
         .await;
     liveness.abort();
     expiry.abort();
+    trimmer.abort();
     replicator.abort();
     if let Some(h) = http_task {
         let _ = h.await;
