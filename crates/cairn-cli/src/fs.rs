@@ -8,7 +8,7 @@ use anyhow::Context;
 use cairn_client::{Attr, Client, Error, FileType, Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::CmdResult;
+use crate::{CmdResult, Failure};
 
 /// Local read size for uploads from stdin.
 const STDIN_BUF: usize = 1 << 20;
@@ -282,16 +282,66 @@ pub async fn mv(client: &Client, from: &str, to: &str) -> CmdResult {
     Ok(())
 }
 
-pub async fn stat(client: &Client, p: &str, json: bool) -> CmdResult {
-    let path = remote(p)?;
-    let attr = client.stat(&path).await?;
+pub async fn stat(client: &Client, paths: &[String], json: bool) -> CmdResult {
+    if let [p] = paths {
+        let path = remote(p)?;
+        let attr = client.stat(&path).await?;
+        return show_stat(client, &path, &attr, json).await;
+    }
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let answers = client.stat_many(&refs).await?;
+    let mut first_failure = None;
+    let mut out = Vec::new();
+    for (typed, answer) in paths.iter().zip(answers) {
+        let p = &remote(typed).unwrap_or_else(|_| typed.clone());
+        match answer {
+            Ok(attr) => {
+                if json {
+                    out.push(stat_json(client, p, &attr).await?);
+                } else {
+                    show_stat(client, p, &attr, false).await?;
+                    println!();
+                }
+            }
+            Err(e) => {
+                let kind = e.kind();
+                eprintln!("error: {e} ({})", kind.classic_name());
+                if json {
+                    out.push(serde_json::json!({
+                        "path": p,
+                        "error": kind.wire_name(),
+                        "message": e.message(),
+                    }));
+                }
+                first_failure.get_or_insert(kind.exit_code());
+            }
+        }
+    }
     if json {
-        let chunks = if attr.file_type == FileType::File {
-            client.chunks(&path).await?.1
-        } else {
-            Vec::new()
-        };
-        let v = serde_json::json!({ "path": path, "attr": attr, "chunks": chunks });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("encode JSON")?
+        );
+    }
+    match first_failure {
+        Some(code) => Err(Failure::Exit(u8::try_from(code).unwrap_or(1))),
+        None => Ok(()),
+    }
+}
+
+/// One path's attributes (and its chunks when it is a file) as `stat --json` prints them.
+async fn stat_json(client: &Client, path: &str, attr: &Attr) -> Result<serde_json::Value, Failure> {
+    let chunks = if attr.file_type == FileType::File {
+        client.chunks(path).await?.1
+    } else {
+        Vec::new()
+    };
+    Ok(serde_json::json!({ "path": path, "attr": attr, "chunks": chunks }))
+}
+
+async fn show_stat(client: &Client, path: &str, attr: &Attr, json: bool) -> CmdResult {
+    if json {
+        let v = stat_json(client, path, attr).await?;
         println!(
             "{}",
             serde_json::to_string_pretty(&v).context("encode JSON")?
@@ -302,7 +352,7 @@ pub async fn stat(client: &Client, p: &str, json: bool) -> CmdResult {
     println!("  type: {:?}", attr.file_type);
     println!(" inode: {}", attr.inode);
     println!("  size: {}", attr.size);
-    println!("  mode: {} ({:o})", mode_string(&attr), attr.mode);
+    println!("  mode: {} ({:o})", mode_string(attr), attr.mode);
     println!(" links: {}", attr.nlink);
     if attr.file_type == FileType::File {
         println!("  goal: {}", attr.goal);

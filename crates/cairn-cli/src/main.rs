@@ -96,9 +96,12 @@ enum Command {
     },
     /// Rename or move, atomically (replaces an existing file target).
     Mv { from: String, to: String },
-    /// Show attributes (and, with --json, every chunk and its replicas).
+    /// Show attributes (and, with --json, every chunk and its replicas). Several paths
+    /// are looked up in one round trip; each missing one is an error line, and the exit
+    /// code is the first failure's.
     Stat {
-        path: String,
+        #[arg(required = true)]
+        paths: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -200,7 +203,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Mkdir { paths, parents } => fs::mkdir(&cli.client().await?, paths, *parents).await,
         Command::Rm { paths, recursive } => fs::rm(&cli.client().await?, paths, *recursive).await,
         Command::Mv { from, to } => fs::mv(&cli.client().await?, from, to).await,
-        Command::Stat { path, json } => fs::stat(&cli.client().await?, path, *json).await,
+        Command::Stat { paths, json } => fs::stat(&cli.client().await?, paths, *json).await,
         Command::Create { name } => fs::classic_create(&cli.client().await?, name).await,
         Command::Write(a) => locking::write(&cli.client().await?, a).await,
         Command::Append { name, local } => locking::append(&cli.client().await?, name, local).await,

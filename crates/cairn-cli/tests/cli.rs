@@ -70,6 +70,25 @@ async fn commands_output_and_exit_codes() -> anyhow::Result<()> {
     let ls_json: serde_json::Value = serde_json::from_str(&ok(&c.cli(&["ls", "--json", "/a"])?))?;
     assert_eq!(ls_json.as_array().map(Vec::len), Some(3));
 
+    // Several paths: one answer each, in order; a missing one is an error line and the
+    // exit code, the others are still shown.
+    let many = ok(&c.cli(&["stat", "/a/b/file", "/a/stdin/"])?);
+    assert_eq!(many.matches("  path: ").count(), 2, "{many}");
+    assert!(many.contains("  path: /a/stdin\n"), "{many}");
+    let out = c.cli(&["stat", "--json", "/a/stdin", "/a/nope", "/a/b"])?;
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/a/nope") && stderr.contains("FILE_NOT_FOUND"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let v = v.as_array().expect("an array for several paths");
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0]["attr"]["size"].as_u64(), Some(11));
+    assert_eq!(v[1]["error"].as_str(), Some("NOT_FOUND"));
+    assert_eq!(v[2]["path"].as_str(), Some("/a/b"));
+
     // The classic verbs.
     assert_eq!(ok(&c.cli(&["create", "notes"])?).trim(), "FILE_CREATED");
     assert_eq!(
