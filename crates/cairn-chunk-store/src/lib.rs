@@ -17,6 +17,7 @@
 //! ("Chunk server store"). The store is synchronous (`std` I/O, call it from
 //! `spawn_blocking`), `Send + Sync`, and every method takes `&self`.
 
+mod direct;
 mod error;
 mod faults;
 mod format;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::StoreError;
+use crate::direct::{BufPool, DirectWriter, split_aligned};
 use crate::faults::Faults;
 use crate::format::{Layout, ReplicaHeader, crc_zeros, new_incarnation};
 use crate::record::Payload;
@@ -35,6 +36,8 @@ pub(crate) struct StagingCtx {
     pub(crate) memory_limit: usize,
     /// Makes temporary file names unique.
     counter: AtomicU64,
+    /// Bounce buffers of direct writes.
+    bufs: Arc<BufPool>,
 }
 
 impl StagingCtx {
@@ -45,15 +48,18 @@ impl StagingCtx {
             faults,
             memory_limit,
             counter: AtomicU64::new(0),
+            bufs: Arc::default(),
         }
     }
 
-    /// Starts a new replica file for `chunk_id` whose data begins at `start` (zeros before).
+    /// Starts a new replica file for `chunk_id` whose data begins at `start` (zeros before),
+    /// its whole pages written with `O_DIRECT` if `direct` and the file system allows.
     pub(crate) fn temp_replica(
         &self,
         chunk_id: u64,
         layout: Layout,
         start: u64,
+        direct: bool,
     ) -> io::Result<TempReplica> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{chunk_id:016x}-{n:x}.tmp"));
@@ -63,7 +69,13 @@ impl StagingCtx {
             .create_new(true)
             .open(&path)?;
         let bs = layout.block_size();
+        let direct = if direct {
+            DirectWriter::open(&path, &self.bufs)
+        } else {
+            None
+        };
         Ok(TempReplica {
+            direct,
             tmp: TempFile {
                 file,
                 path,
@@ -108,6 +120,8 @@ impl Drop for TempFile {
 /// A replica file being written sequentially from `start`.
 pub(crate) struct TempReplica {
     tmp: TempFile,
+    /// Writes the whole pages of the data when set (see `direct.rs`).
+    direct: Option<DirectWriter>,
     layout: Layout,
     start: u64,
     /// Data length so far (`start` + bytes appended).
@@ -132,7 +146,7 @@ impl TempReplica {
         }
         faults.before_write()?;
         let at = self.layout.data_offset() + self.pos;
-        self.tmp.file.write_all_at(data, at)?;
+        self.write_data(data, at)?;
         let bs = self.layout.block_size();
         let mut rest = data;
         while !rest.is_empty() {
@@ -145,13 +159,34 @@ impl TempReplica {
                 self.cur = 0;
             }
         }
-        if self.pos - self.flushed >= WRITEBACK_STEP {
+        if self.direct.is_none() && self.pos - self.flushed >= WRITEBACK_STEP {
             let from = self.layout.data_offset() + self.flushed;
             let len = self.pos - self.flushed;
             crate::fsutil::start_writeback(&self.tmp.file, from, len);
             self.flushed = self.pos;
         }
         Ok(())
+    }
+
+    /// Writes `data` at file offset `at`: whole pages direct when possible, the ragged
+    /// ends (and everything, without direct writes) through the page cache.
+    fn write_data(&mut self, data: &[u8], at: u64) -> io::Result<()> {
+        let file = &self.tmp.file;
+        let Some(d) = self.direct.as_mut() else {
+            return file.write_all_at(data, at);
+        };
+        let (head, run) = split_aligned(at, data.len());
+        file.write_all_at(&data[..head], at)?;
+        let run_at = at + head as u64;
+        if let Err(e) = d.write_at(&data[head..head + run], run_at) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
+            // The file system takes O_DIRECT opens but not these writes: buffer from now on.
+            self.direct = None;
+            file.write_all_at(&data[head..head + run], run_at)?;
+        }
+        file.write_all_at(&data[head + run..], run_at + run as u64)
     }
 
     /// The appended bytes, as a journal payload.
@@ -199,6 +234,7 @@ impl TempReplica {
             incarnation: new_incarnation(),
             layout,
         };
+        drop(self.direct);
         let file = &self.tmp.file;
         faults.before_write()?;
         file.write_all_at(&table, layout.crc_offset(0))?;
@@ -224,18 +260,28 @@ pub struct StagedWrite {
     pub(crate) offset: u64,
     /// Geometry a new replica made from this write would have.
     pub(crate) layout: Layout,
+    /// Whether a spilled body writes direct (the chunk had no replica when staging began,
+    /// so the file most likely becomes one instead of being copied into the journal).
+    direct: bool,
     len: u64,
     body: Body,
 }
 
 impl StagedWrite {
     /// Starts an empty staged write of `chunk_id` at `offset`.
-    pub(crate) fn new(ctx: Arc<StagingCtx>, chunk_id: u64, offset: u64, layout: Layout) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<StagingCtx>,
+        chunk_id: u64,
+        offset: u64,
+        layout: Layout,
+        direct: bool,
+    ) -> Self {
         StagedWrite {
             ctx,
             chunk_id,
             offset,
             layout,
+            direct,
             len: 0,
             body: Body::Mem(Vec::new()),
         }
@@ -258,9 +304,9 @@ impl StagedWrite {
                 v.extend_from_slice(data)
             }
             Body::Mem(v) => {
-                let mut t = self
-                    .ctx
-                    .temp_replica(self.chunk_id, self.layout, self.offset)?;
+                let mut t =
+                    self.ctx
+                        .temp_replica(self.chunk_id, self.layout, self.offset, self.direct)?;
                 t.append(v, faults)?;
                 t.append(data, faults)?;
                 self.body = Body::Temp(t);
@@ -318,7 +364,9 @@ impl StagedWrite {
             Body::Mem(v) => {
                 // An empty write does not extend: a replica created by it is empty.
                 let start = if v.is_empty() { 0 } else { self.offset };
-                let mut t = self.ctx.temp_replica(self.chunk_id, self.layout, start)?;
+                let mut t =
+                    self.ctx
+                        .temp_replica(self.chunk_id, self.layout, start, self.direct)?;
                 t.append(&v, &self.ctx.faults)?;
                 Ok(t)
             }

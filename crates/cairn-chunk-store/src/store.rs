@@ -186,7 +186,8 @@ impl ChunkStore {
                 "chunk {chunk_id:016x}: offset {offset} beyond capacity {capacity}"
             )));
         }
-        if self.info(chunk_id).is_none() {
+        let new_replica = self.info(chunk_id).is_none();
+        if new_replica {
             self.check_reserve()?;
         }
         Ok(StagedWrite::new(
@@ -194,6 +195,7 @@ impl ChunkStore {
             chunk_id,
             offset,
             layout,
+            new_replica,
         ))
     }
 

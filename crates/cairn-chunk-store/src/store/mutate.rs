@@ -176,7 +176,7 @@ impl ChunkStore {
                         .map_err(StoreError::InvalidArgument)?;
                     check_length(id, length, capacity)?;
                     self.check_reserve()?;
-                    let t = self.staging.temp_replica(id, layout, length)?;
+                    let t = self.staging.temp_replica(id, layout, length, false)?;
                     self.publish_new(st, id, t, version, serial)
                 }
             })
