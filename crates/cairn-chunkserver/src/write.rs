@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use cairn_chunk_store::{ReplicaInfo, StagedWrite};
+use cairn_chunk_store::{ReplicaInfo, StagedWrite, StoreError};
 use cairn_common::time::unix_ms;
 use cairn_proto::pb::write_request::Msg;
 use cairn_proto::{ErrorKind, blame_server, pb};
@@ -113,6 +113,17 @@ impl Downstream {
 }
 
 impl ChunkServer {
+    /// Waits for a piece's disk write running on the blocking pool; gives the staged write
+    /// back.
+    async fn finish_piece(
+        &self,
+        h: JoinHandle<Result<StagedWrite, StoreError>>,
+    ) -> Result<StagedWrite, Status> {
+        h.await
+            .map_err(|e| blame_server(join_status(e), self.id))?
+            .map_err(|e| blame_server(store_status(&e), self.id))
+    }
+
     /// Serves one chain write.
     pub async fn write(
         self: Arc<Self>,
@@ -148,6 +159,9 @@ impl ChunkServer {
                 .map_err(|e| blame_server(store_status(&e), self.id))?;
             staged = Some(s);
         }
+        // The piece being written to disk while the next one arrives: with direct writes a
+        // piece waits for the device, and receiving meanwhile keeps the stream moving.
+        let mut pending: Option<JoinHandle<Result<StagedWrite, StoreError>>> = None;
         let mut received: u64 = 0;
         let commit =
             loop {
@@ -161,9 +175,9 @@ impl ChunkServer {
                 };
                 match msg.msg {
                     Some(Msg::Data(d)) => {
-                        let Some(mut s) = staged.take() else {
+                        if staged.is_none() && pending.is_none() {
                             return Err(ErrorKind::InvalidArgument.status("data in a truncate"));
-                        };
+                        }
                         if crc32c::crc32c(&d.data) != d.crc32c {
                             return Err(ErrorKind::Corrupt
                                 .status("a data piece failed its checksum in transit"));
@@ -177,18 +191,23 @@ impl ChunkServer {
                             })
                             .await?;
                         }
+                        let mut s = match (staged.take(), pending.take()) {
+                            (Some(s), _) => s,
+                            (None, Some(h)) => self.finish_piece(h).await?,
+                            (None, None) => {
+                                return Err(ErrorKind::InvalidArgument.status("data in a truncate"));
+                            }
+                        };
                         // A piece that stays in memory is a copy: a hand-off to the
                         // blocking pool would cost more than the copy (on a VM, several
                         // hundred microseconds per wake-up).
-                        let s = if s.stays_in_memory(data.len()) {
-                            s.write(&data).map(|()| s)
+                        if s.stays_in_memory(data.len()) {
+                            s.write(&data)
+                                .map_err(|e| blame_server(store_status(&e), self.id))?;
+                            staged = Some(s);
                         } else {
-                            spawn_blocking(move || s.write(&data).map(|()| s))
-                                .await
-                                .map_err(|e| blame_server(join_status(e), self.id))?
+                            pending = Some(spawn_blocking(move || s.write(&data).map(|()| s)));
                         }
-                        .map_err(|e| blame_server(store_status(&e), self.id))?;
-                        staged = Some(s);
                     }
                     Some(Msg::Commit(c)) => break c,
                     _ => {
@@ -197,6 +216,9 @@ impl ChunkServer {
                     }
                 }
             };
+        if let Some(h) = pending.take() {
+            staged = Some(self.finish_piece(h).await?);
+        }
         if commit.length != received {
             return Err(ErrorKind::InvalidArgument.status(format!(
                 "commit says {} bytes, {received} arrived",
