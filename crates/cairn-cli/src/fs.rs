@@ -99,15 +99,23 @@ pub async fn put(client: &Client, local: &str, to: &str, force: bool) -> CmdResu
     let bar = progress_bar(0, &to);
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; STDIN_BUF];
-    loop {
-        let n = stdin.read(&mut buf).await.context("read stdin")?;
-        if n == 0 {
-            break;
+    let copied: CmdResult = async {
+        loop {
+            let n = stdin.read(&mut buf).await.context("read stdin")?;
+            if n == 0 {
+                return Ok(());
+            }
+            writer.write(&buf[..n]).await?;
+            if let Some(b) = &bar {
+                b.inc(n as u64);
+            }
         }
-        writer.write(&buf[..n]).await?;
-        if let Some(b) = &bar {
-            b.inc(n as u64);
-        }
+    }
+    .await;
+    if let Err(e) = copied {
+        // Nothing was acknowledged: leave no empty or partial file behind, like `put FILE`.
+        writer.abort().await;
+        return Err(e);
     }
     writer.close().await?;
     if let Some(b) = bar {

@@ -54,13 +54,19 @@ impl Client {
     /// leaves no empty or partial file that looks like its result. Nothing in it was
     /// acknowledged.
     async fn discard_on_failure(&self, p: &str, inode: u64, written: Result<Attr>) -> Result<Attr> {
-        if written.is_err()
-            && self.stat(p).await.is_ok_and(|a| a.inode == inode)
+        if written.is_err() {
+            self.remove_if_still(p, inode).await;
+        }
+        written
+    }
+
+    /// Removes the file at `p` if `p` still names `inode` (a failed upload's file).
+    pub(crate) async fn remove_if_still(&self, p: &str, inode: u64) {
+        if self.stat(p).await.is_ok_and(|a| a.inode == inode)
             && let Err(e) = self.delete(p, false).await
         {
             tracing::warn!(path = p, error = %e, "could not remove a failed upload");
         }
-        written
     }
 
     /// Uploads a local file. Each chunk is sent as one mutation read straight from the file
@@ -107,17 +113,21 @@ impl Client {
         self.discard_on_failure(p, attr.inode, written).await
     }
 
-    /// Creates (or empties) a file and returns a streaming writer for it.
+    /// Creates (or empties) a file and returns a streaming writer for it. If the upload
+    /// fails ([`FileWriter::close`] fails, or the caller calls [`FileWriter::abort`]), the
+    /// file is removed again, as `put_file` and `write_all` do.
     pub async fn writer(&self, p: &str, overwrite: bool) -> Result<FileWriter> {
         let attr = self.create(p, overwrite).await?;
         let chunk_size = self.chunk_size(attr.inode).await?;
-        Ok(FileWriter::new(
+        let mut w = FileWriter::new(
             self.inner.clone(),
             attr.inode,
             chunk_size,
             self.inner.config.write_segment,
             0,
-        ))
+        );
+        w.created = Some(p.to_string());
+        Ok(w)
     }
 
     async fn chunk_size(&self, inode: u64) -> Result<u64> {

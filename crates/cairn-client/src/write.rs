@@ -462,6 +462,8 @@ pub struct FileWriter {
     pos: u64,
     buf: BytesMut,
     inflight: Option<JoinHandle<Result<()>>>,
+    /// The path of the file this writer created, removed if the upload fails.
+    pub(crate) created: Option<String>,
 }
 
 impl FileWriter {
@@ -480,6 +482,7 @@ impl FileWriter {
             pos: start,
             buf: BytesMut::new(),
             inflight: None,
+            created: None,
         }
     }
 
@@ -530,12 +533,42 @@ impl FileWriter {
     }
 
     /// Writes what is buffered, waits until every byte is durable on every replica, and
-    /// extends the file to cover it. Returns the file's attributes.
+    /// extends the file to cover it. Returns the file's attributes. When this fails, the
+    /// file the writer created is removed (see [`FileWriter::abort`]).
     pub async fn close(mut self) -> Result<Attr> {
+        let done = self.finish().await;
+        if done.is_err() {
+            self.discard().await;
+        }
+        done
+    }
+
+    async fn finish(&mut self) -> Result<Attr> {
         self.flush_segment().await?;
         if let Some(h) = self.inflight.take() {
             h.await.map_err(join_err)??;
         }
         self.inner.commit_write(self.inode, self.pos).await
+    }
+
+    /// Gives the upload up (a failed `write`, or a source that failed): stops the segment
+    /// in flight and removes the file the writer created, if its path still names it.
+    /// Nothing written through the writer was acknowledged, and an empty or partial file
+    /// would read like the upload's result.
+    pub async fn abort(mut self) {
+        if let Some(h) = self.inflight.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        self.discard().await;
+    }
+
+    async fn discard(&mut self) {
+        if let Some(p) = self.created.take() {
+            let client = crate::Client {
+                inner: self.inner.clone(),
+            };
+            client.remove_if_still(&p, self.inode).await;
+        }
     }
 }

@@ -382,6 +382,31 @@ async fn writes_fail_over_from_a_disk_that_runs_out_of_space() -> anyhow::Result
             .is_err_and(|e| e.kind() == cairn_proto::ErrorKind::NotFound),
         "a failed upload left {left:?}"
     );
+    // The same through the streaming writer (`put -`): a write or the close fails, and
+    // the writer's file goes too.
+    let mut w = client.writer("/too-big-stream", false).await?;
+    let piece = pattern(98, 1 << 20);
+    let mut write_failed = false;
+    for _ in 0..100 {
+        if w.write(&piece).await.is_err() {
+            write_failed = true;
+            break;
+        }
+    }
+    if write_failed {
+        w.abort().await;
+    } else {
+        assert!(
+            w.close().await.is_err(),
+            "100 MiB x 3 streamed into what was left"
+        );
+    }
+    let left = client.stat("/too-big-stream").await;
+    assert!(
+        left.as_ref()
+            .is_err_and(|e| e.kind() == cairn_proto::ErrorKind::NotFound),
+        "a failed streaming upload left {left:?}"
+    );
     acked.verify(&client).await?;
     // Stop the servers and unmount before the cluster removes its directory.
     for i in 0..4 {
