@@ -98,6 +98,29 @@ impl Posix {
         )
     }
 
+    /// The bytes `[offset, offset + len)` of the file `layout` describes (clipped to its
+    /// size), read in the caller's task: for short random reads, where a [`FileReader`]'s
+    /// background task would cost more than it saves.
+    pub async fn read_range(&self, layout: &Layout, offset: u64, len: u64) -> Result<Bytes> {
+        let end = offset.saturating_add(len).min(layout.attr.size);
+        let (first, last) = (offset / layout.chunk_size, end / layout.chunk_size);
+        let chunks = layout
+            .chunks
+            .iter()
+            .filter(|c| c.index >= first && c.index <= last)
+            .cloned()
+            .collect();
+        crate::read::read_in_place(
+            self.inner.clone(),
+            &layout.attr,
+            layout.chunk_size,
+            chunks,
+            offset,
+            len,
+        )
+        .await
+    }
+
     /// Writes `data` at `offset` of file `inode`, split at chunk boundaries with up to
     /// `parallel` chunks in flight; durable on every replica when it returns. The file's
     /// length covers it only after [`Posix::commit`].

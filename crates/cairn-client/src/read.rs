@@ -74,6 +74,47 @@ impl FileReader {
     }
 }
 
+/// Reads `[offset, offset + len)` (clipped to the file's size) in the caller's task: the
+/// same replica order, failover and checks as a [`FileReader`], without a background task
+/// and the hand-offs to and from it, which cost more than a small random read itself.
+pub(crate) async fn read_in_place(
+    inner: Arc<Inner>,
+    attr: &Attr,
+    chunk_size: u64,
+    chunks: Vec<pb::ChunkLocation>,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes> {
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let end = offset.saturating_add(len).min(attr.size);
+    let producer = Producer {
+        inner,
+        inode: attr.inode,
+        chunk_size,
+        chunks,
+        tx,
+    };
+    // Polled together in this task: the producer never waits on a consumer that is not
+    // running, whatever the number of pieces.
+    let collect = async move {
+        let mut parts: Vec<Bytes> = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            parts.push(piece?);
+        }
+        Ok::<_, Error>(parts)
+    };
+    let ((), parts) = tokio::join!(producer.run(offset, end), collect);
+    let mut parts = parts?;
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    let mut out = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(out.freeze())
+}
+
 struct Producer {
     inner: Arc<Inner>,
     inode: u64,

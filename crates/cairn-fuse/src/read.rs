@@ -3,7 +3,8 @@
 //! A handle that reads sequentially gets a stream: one `FileReader` over a window ahead of
 //! the reader (growing from 1 MiB to 64 MiB while the access stays sequential), whose
 //! background task keeps up to 8 pieces of ~1 MiB in flight. Kernel reads (128 KiB to
-//! 1 MiB each) are then served from memory. A random read fetches exactly its range.
+//! 1 MiB each) are then served from memory. A random read fetches exactly its range, in
+//! the calling task (no stream, no background task to hand off to and back).
 //!
 //! Invariants: pieces in `buf` are contiguous and in order, ending at `next`; a stream is
 //! used only with the layout generation it was started on; at most `KEEP_BEHIND` bytes
@@ -64,6 +65,18 @@ impl ReadAhead {
         {
             self.stream = None;
         }
+        if !sequential && !self.stream_covers(off) {
+            // A random read: fetched in this task, exactly its range, no stream.
+            self.window = 0;
+            let got = posix.read_range(layout, off, len as u64).await?;
+            if got.len() == len {
+                return Ok(got);
+            }
+            // The committed length ended first: the rest reads as zeros.
+            let mut out = vec![0u8; len];
+            out[..got.len()].copy_from_slice(&got);
+            return Ok(Bytes::from(out));
+        }
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end {
@@ -90,6 +103,16 @@ impl ReadAhead {
             out = vec![0u8; len];
         }
         Ok(Bytes::from(out))
+    }
+
+    /// Whether the current stream holds byte `pos` or will reach it within its window.
+    fn stream_covers(&self, pos: u64) -> bool {
+        self.stream.as_ref().is_some_and(|s| {
+            s.buf
+                .iter()
+                .any(|(o, b)| *o <= pos && pos < o + b.len() as u64)
+                || (s.next <= pos && pos < s.end && pos - s.next < MAX_WINDOW)
+        })
     }
 
     /// The buffered piece holding byte `pos` (with its offset), fetching or starting a
