@@ -27,6 +27,17 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The known chunks that `[offset, offset + len)`, clipped to the file's size, touches.
+    fn chunks_for(&self, offset: u64, len: u64) -> Vec<pb::ChunkLocation> {
+        let end = offset.saturating_add(len).min(self.attr.size);
+        let (first, last) = (offset / self.chunk_size, end / self.chunk_size);
+        self.chunks
+            .iter()
+            .filter(|c| c.index >= first && c.index <= last)
+            .cloned()
+            .collect()
+    }
+
     /// Whether chunk slot `index` is known to hold data (it may have been written since).
     pub fn has_chunk(&self, index: u64) -> bool {
         self.chunks
@@ -80,14 +91,7 @@ impl Posix {
     /// Streams `[offset, offset + len)` of the file as `layout` describes it (clipped to its
     /// length). Replicas that fail are skipped and locations refreshed by the reader.
     pub fn reader(&self, layout: &Layout, offset: u64, len: u64) -> FileReader {
-        let end = offset.saturating_add(len).min(layout.attr.size);
-        let (first, last) = (offset / layout.chunk_size, end / layout.chunk_size);
-        let chunks = layout
-            .chunks
-            .iter()
-            .filter(|c| c.index >= first && c.index <= last)
-            .cloned()
-            .collect();
+        let chunks = layout.chunks_for(offset, len);
         FileReader::start(
             self.inner.clone(),
             layout.attr.clone(),
@@ -102,14 +106,7 @@ impl Posix {
     /// size), read in the caller's task: for short random reads, where a [`FileReader`]'s
     /// background task would cost more than it saves.
     pub async fn read_range(&self, layout: &Layout, offset: u64, len: u64) -> Result<Bytes> {
-        let end = offset.saturating_add(len).min(layout.attr.size);
-        let (first, last) = (offset / layout.chunk_size, end / layout.chunk_size);
-        let chunks = layout
-            .chunks
-            .iter()
-            .filter(|c| c.index >= first && c.index <= last)
-            .cloned()
-            .collect();
+        let chunks = layout.chunks_for(offset, len);
         crate::read::read_in_place(
             self.inner.clone(),
             &layout.attr,

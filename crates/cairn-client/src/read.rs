@@ -37,16 +37,8 @@ impl FileReader {
         offset: u64,
         len: u64,
     ) -> FileReader {
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        let end = offset.saturating_add(len).min(attr.size);
-        let producer = Producer {
-            inner,
-            inode: attr.inode,
-            chunk_size,
-            chunks,
-            tx,
-        };
-        tokio::spawn(producer.run(offset, end));
+        let (produce, rx) = pipe(inner, &attr, chunk_size, chunks, offset, len);
+        tokio::spawn(produce);
         FileReader { attr, rx }
     }
 
@@ -85,15 +77,7 @@ pub(crate) async fn read_in_place(
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
-    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
-    let end = offset.saturating_add(len).min(attr.size);
-    let producer = Producer {
-        inner,
-        inode: attr.inode,
-        chunk_size,
-        chunks,
-        tx,
-    };
+    let (produce, mut rx) = pipe(inner, attr, chunk_size, chunks, offset, len);
     // Polled together in this task: the producer never waits on a consumer that is not
     // running, whatever the number of pieces.
     let collect = async move {
@@ -103,7 +87,7 @@ pub(crate) async fn read_in_place(
         }
         Ok::<_, Error>(parts)
     };
-    let ((), parts) = tokio::join!(producer.run(offset, end), collect);
+    let ((), parts) = tokio::join!(produce, collect);
     let mut parts = parts?;
     if parts.len() == 1 {
         return Ok(parts.remove(0));
@@ -113,6 +97,31 @@ pub(crate) async fn read_in_place(
         out.extend_from_slice(&p);
     }
     Ok(out.freeze())
+}
+
+/// The work that fetches `[offset, offset + len)` (clipped to the file's size) piece by
+/// piece, and the channel its pieces arrive on (bounded: the work waits for a reader).
+fn pipe(
+    inner: Arc<Inner>,
+    attr: &Attr,
+    chunk_size: u64,
+    chunks: Vec<pb::ChunkLocation>,
+    offset: u64,
+    len: u64,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    mpsc::Receiver<Result<Bytes>>,
+) {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let end = offset.saturating_add(len).min(attr.size);
+    let producer = Producer {
+        inner,
+        inode: attr.inode,
+        chunk_size,
+        chunks,
+        tx,
+    };
+    (producer.run(offset, end), rx)
 }
 
 struct Producer {
