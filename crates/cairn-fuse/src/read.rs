@@ -2,9 +2,11 @@
 //!
 //! A handle that reads sequentially gets a stream: one `FileReader` over a window ahead of
 //! the reader (growing from 1 MiB to 64 MiB while the access stays sequential), whose
-//! background task keeps up to 8 pieces of ~1 MiB in flight. Kernel reads (128 KiB to
-//! 1 MiB each) are then served from memory. A random read fetches exactly its range, in
-//! the calling task (no stream, no background task to hand off to and back).
+//! background task keeps up to 8 pieces of ~1 MiB in flight. Before a window runs out, the
+//! next one starts as a successor stream, so the pipeline does not drain at the boundary.
+//! Kernel reads (128 KiB to 1 MiB each) are then served from memory. A random read fetches
+//! exactly its range, in the calling task (no stream, no background task to hand off to
+//! and back).
 //!
 //! Invariants: pieces in `buf` are contiguous and in order, ending at `next`; a stream is
 //! used only with the layout generation it was started on; at most `KEEP_BEHIND` bytes
@@ -21,6 +23,10 @@ const FIRST_WINDOW: u64 = 1 << 20;
 const MAX_WINDOW: u64 = 64 << 20;
 /// Bytes kept behind the position of the last read.
 const KEEP_BEHIND: u64 = 4 << 20;
+/// A sequential stream's successor starts when fewer than this many of its bytes are left
+/// to receive: about what its background task keeps in flight, so the next window's first
+/// pieces are on their way before the last ones of this window arrive.
+const SUCCESSOR_LEAD: u64 = 8 << 20;
 
 struct Stream {
     reader: FileReader,
@@ -37,6 +43,8 @@ struct Stream {
 #[derive(Default)]
 pub struct ReadAhead {
     stream: Option<Stream>,
+    /// The next window of a sequential stream, started before `stream` runs out.
+    successor: Option<Stream>,
     /// End of the previous read, to detect sequential access.
     last_end: u64,
     window: u64,
@@ -64,6 +72,7 @@ impl ReadAhead {
             .is_some_and(|s| s.generation != generation)
         {
             self.stream = None;
+            self.successor = None;
         }
         if !sequential && !self.stream_covers(off) {
             // A random read: fetched in this task, exactly its range, no stream.
@@ -111,8 +120,8 @@ impl ReadAhead {
             s.buf
                 .iter()
                 .any(|(o, b)| *o <= pos && pos < o + b.len() as u64)
-                || (s.next <= pos && pos < s.end && pos - s.next < MAX_WINDOW)
-        })
+                || s.reaches(pos)
+        }) || self.successor.as_ref().is_some_and(|s| s.reaches(pos))
     }
 
     /// The buffered piece holding byte `pos` (with its offset), fetching or starting a
@@ -142,20 +151,42 @@ impl ReadAhead {
                 {
                     return Ok(Some((*o, b.clone())));
                 }
-                let reachable = s.next <= pos && pos < s.end && pos - s.next < MAX_WINDOW;
-                if reachable {
+                if s.reaches(pos) {
                     match s.reader.next().await? {
                         Some(piece) => {
                             let len = piece.len() as u64;
                             s.buf.push_back((s.next, piece));
                             s.next += len;
+                            let running_out = s.end - s.next.min(s.end) <= SUCCESSOR_LEAD;
+                            if sequential
+                                && running_out
+                                && self.successor.is_none()
+                                && s.end < layout.attr.size
+                            {
+                                let from = s.end;
+                                self.window = (self.window * 2).clamp(FIRST_WINDOW, MAX_WINDOW);
+                                self.successor = Some(Stream::start(
+                                    posix,
+                                    layout,
+                                    generation,
+                                    from,
+                                    self.window,
+                                ));
+                            }
                             continue;
                         }
                         None => return Ok(None),
                     }
                 }
             }
-            // No stream covers `pos`: start one.
+            // The stream cannot reach `pos`: its successor may, else a new stream starts.
+            if let Some(next) = self.successor.take()
+                && next.generation == generation
+                && next.reaches(pos)
+            {
+                self.stream = Some(next);
+                continue;
+            }
             let len = if sequential {
                 self.window = (self.window * 2).clamp(FIRST_WINDOW, MAX_WINDOW);
                 self.window.max(end - pos)
@@ -163,13 +194,24 @@ impl ReadAhead {
                 self.window = 0;
                 end - pos
             };
-            self.stream = Some(Stream {
-                reader: posix.reader(layout, pos, len),
-                generation,
-                next: pos,
-                end: pos + len,
-                buf: VecDeque::new(),
-            });
+            self.stream = Some(Stream::start(posix, layout, generation, pos, len));
         }
+    }
+}
+
+impl Stream {
+    fn start(posix: &Posix, layout: &Layout, generation: u64, from: u64, len: u64) -> Stream {
+        Stream {
+            reader: posix.reader(layout, from, len),
+            generation,
+            next: from,
+            end: from + len,
+            buf: VecDeque::new(),
+        }
+    }
+
+    /// Whether reading on from `next` reaches byte `pos` within a window.
+    fn reaches(&self, pos: u64) -> bool {
+        self.next <= pos && pos < self.end && pos - self.next < MAX_WINDOW
     }
 }

@@ -1,7 +1,8 @@
 //! The mount through the kernel, against a real in-process cluster: POSIX basics,
 //! close-to-open consistency between two mounts, `fcntl` and `flock` locks between
-//! processes on two mounts, `cp -r` + `diff -r` of a tree, and building a C program
-//! inside the mount. Every test is bounded in time and unmounts even when it fails.
+//! processes on two mounts, `cp -r` + `diff -r` of a tree, sequential reads across
+//! read-ahead windows (and jumps between them), and building a C program inside the
+//! mount. Every test is bounded in time and unmounts even when it fails.
 
 mod common;
 
@@ -163,6 +164,65 @@ async fn close_to_open_between_mounts() -> anyhow::Result<()> {
             fs::create_dir(a.join("newdir"))?;
             fs::write(a.join("newdir/x"), b"x")?;
             ensure!(fs::read(b.join("newdir/x"))? == b"x");
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+/// Reads `len` bytes at `at` of `f` and checks them against `want`.
+fn check_range(f: &mut fs::File, want: &[u8], at: usize, len: usize) -> anyhow::Result<()> {
+    f.seek(SeekFrom::Start(at as u64))?;
+    let mut got = vec![0u8; len];
+    f.read_exact(&mut got)?;
+    ensure!(got == want[at..at + len], "bytes {at}..{} differ", at + len);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequential_reads_across_read_ahead_windows() -> anyhow::Result<()> {
+    require_fuse!();
+    with_env(2, |dirs| async move {
+        blocking(LIMIT, move || {
+            let (a, b) = (&dirs[0], &dirs[1]);
+            // Read-ahead windows double from 1 MiB; 40 MiB crosses the boundaries at 1, 3,
+            // 7, 15 and 31 MiB, where each next window is already streaming.
+            let len = 40 * CHUNK as usize + 4321;
+            let data = pattern(len, 3);
+            fs::write(a.join("seq"), &data)?;
+            fs::write(a.join("jumps"), &data)?;
+            // Mount b has never read these: its reads come from the chunk servers.
+            let mut f = fs::File::open(b.join("seq"))?;
+            let mut got = Vec::with_capacity(len);
+            let mut buf = vec![0u8; 300_007];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            ensure!(got.len() == len, "read {} bytes of {len}", got.len());
+            ensure!(got == data, "sequential read differs");
+            // Sequential runs broken by jumps, back and forth, past window ends and the
+            // file's end.
+            let mut f = fs::File::open(b.join("jumps"))?;
+            let mib = CHUNK as usize;
+            for (at, n) in [
+                (0, 5 * mib),
+                (20 * mib + 11, 12 * mib),
+                (2 * mib + 5, 3 * mib),
+                (5 * mib, 10 * mib + 99),
+                (38 * mib, len - 38 * mib),
+                (31 * mib - 7, 2 * mib),
+            ] {
+                check_range(&mut f, &data, at, n)?;
+            }
+            f.seek(SeekFrom::Start(len as u64 - 10))?;
+            let mut tail = Vec::new();
+            f.read_to_end(&mut tail)?;
+            ensure!(tail == data[len - 10..], "tail differs");
             Ok(())
         })
         .await
