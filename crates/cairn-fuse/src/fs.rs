@@ -2,7 +2,7 @@
 //! task on the mount's tokio runtime, which answers the kernel when the work is done, so
 //! slow requests (a flush, a lock wait) never hold up others; errors become errnos here
 //! and nowhere else. Directory listing and `statfs` are served in `dir_ops.rs`; extended
-//! attributes, locks and `fallocate` in `xattr_lock_ops.rs`.
+//! attributes, locks and `fallocate` in `xattr_lock_ops.rs`; file requests in `file_ops.rs`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -321,20 +321,7 @@ impl Filesystem for CairnFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.open_file(ino.0).await.map_err(e) },
-            |v| {
-                let (fh, keep) = v;
-                let flags = if keep {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh), flags)
-            }
-        );
+        self.open_op(ino, reply)
     }
 
     fn read(
@@ -348,12 +335,7 @@ impl Filesystem for CairnFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.read(fh.0, offset, size).await.map_err(e) },
-            |b| reply.data(&b)
-        );
+        self.read_op(fh, offset, size, reply)
     }
 
     fn write(
@@ -368,14 +350,7 @@ impl Filesystem for CairnFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = data.to_vec();
-        let append = flags.0 & libc::O_APPEND != 0;
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.write(ino.0, offset, &data, append).await.map_err(e) },
-            |n| reply.written(n)
-        );
+        self.write_op(ino, offset, data, flags, reply)
     }
 
     fn flush(
@@ -386,16 +361,7 @@ impl Filesystem for CairnFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if self.core.flush_is_noop(ino.0, lock_owner.0) {
-            // Nothing to send or unlock (a reader's close): no task switch for it.
-            return reply.ok();
-        }
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.flush(ino.0, lock_owner.0).await.map_err(e) },
-            |_v| reply.ok()
-        );
+        self.flush_op(ino, lock_owner, reply)
     }
 
     fn release(
@@ -408,12 +374,7 @@ impl Filesystem for CairnFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.release(fh.0, lock_owner.map(|o| o.0)).await.map_err(e) },
-            |_v| reply.ok()
-        );
+        self.release_op(fh, lock_owner, reply)
     }
 
     fn fsync(
@@ -424,12 +385,7 @@ impl Filesystem for CairnFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        spawn!(
-            self,
-            reply,
-            |core| async move { core.flush_inode(ino.0).await.map_err(e) },
-            |_v| reply.ok()
-        );
+        self.fsync_op(ino, reply)
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -531,30 +487,7 @@ impl Filesystem for CairnFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = name!(name, reply);
-        let n = new_node(mode, req.uid(), req.gid());
-        let exclusive = flags & libc::O_EXCL != 0;
-        let truncate = flags & libc::O_TRUNC != 0;
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        spawn!(
-            self,
-            reply,
-            |core| async move {
-                core.create(parent.0, &name, n, exclusive, truncate, write)
-                    .await
-                    .map_err(e)
-            },
-            |v| {
-                let (node, fh) = v;
-                reply.created(
-                    &core.entry_ttl(),
-                    &core.kattr(&node),
-                    GEN,
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                )
-            }
-        );
+        self.create_op(req, parent, name, mode, flags, reply)
     }
 
     fn getlk(

@@ -25,6 +25,7 @@ mod data;
 mod dir_ops;
 mod errno;
 mod extents;
+mod file_ops;
 mod files;
 mod fs;
 mod misc;
