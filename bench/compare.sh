@@ -5,8 +5,9 @@
 #   * MooseFS 3 from Debian's packages: master, three chunk servers, goal 3, one mfsmount;
 #   * Cairn: `cairn local` (master + three chunk servers, goal 3) and `cairn mount`;
 # then runs bench/fsbench.sh ROUNDS times (default 3) on the local directory, the MooseFS
-# mount and the Cairn mount, interleaved so background noise hits all three alike, and
-# prints one table of medians with Cairn/MooseFS and Cairn/local ratios.
+# mount and the Cairn mount, interleaved so background noise hits all three alike (each
+# after the disks have gone quiet), and prints one table of medians with Cairn/MooseFS and
+# Cairn/local ratios.
 # Everything it started is stopped on exit. Needs root (FUSE mounts, dropping caches).
 # Installs moosefs-master, moosefs-chunkserver, moosefs-client, moosefs-cli, fio and
 # fuse3 with apt-get when they are missing; builds `cairn` in release mode.
@@ -126,6 +127,24 @@ until_ok 30 "$CAIRN" --master 127.0.0.1:$CAIRN_PORT status || { echo "cairn loca
 until_ok 30 mountpoint -q "$BASE/cairn-mnt" || { echo "cairn mount failed" >&2; exit 1; }
 
 # ---------------------------------------------------------------- rounds
+# Waits (up to 60 s) until the disks have been quiet for 3 s running: what one side
+# leaves running in the background (MooseFS deletes a removed file's chunks after the
+# fact; Cairn's servers remove replicas and checkpoint their journals) must not land in
+# the next side's timings. Quiet: under 1 MiB read and written per second, all devices.
+disk_sectors() { awk '{ s += $6 + $10 } END { print s }' /proc/diskstats; }
+quiet() {
+  local prev cur still=0 i
+  prev=$(disk_sectors)
+  for i in $(seq 1 60); do
+    sleep 1
+    cur=$(disk_sectors)
+    if [ $((cur - prev)) -lt 2048 ]; then still=$((still + 1)); else still=0; fi
+    prev=$cur
+    [ "$still" -ge 3 ] && return 0
+  done
+  echo "compare: disks still busy after 60 s; going on" >&2
+}
+
 : > "$RESULTS"
 for r in $(seq 1 "$ROUNDS"); do
   echo "compare: round $r/$ROUNDS  $(date +%T)  load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -135,6 +154,7 @@ for r in $(seq 1 "$ROUNDS"); do
       moosefs) dir=$MFS/mnt ;;
       cairn) dir=$BASE/cairn-mnt ;;
     esac
+    quiet
     "$HERE/fsbench.sh" "$dir" | sed "s/^/$side /" >> "$RESULTS"
   done
 done
