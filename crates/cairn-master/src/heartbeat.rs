@@ -224,6 +224,7 @@ impl Master {
 
     async fn apply_added(&self, server: ServerId, replicas: &[pb::ReplicaReport]) {
         let mut adopt = Vec::new();
+        let mut current = Vec::new();
         {
             // Lock order: the namespace before the cluster, never the reverse.
             let meta = self.meta.read();
@@ -233,6 +234,7 @@ impl Master {
                     Verdict::Current => {
                         cluster.orphans.remove(&(server, r.chunk_id));
                         cluster.add_replica(r.chunk_id, server, r.version);
+                        current.push((r.chunk_id, r.version));
                     }
                     Verdict::Ahead => {
                         cluster.add_replica(r.chunk_id, server, r.version);
@@ -251,6 +253,7 @@ impl Master {
                 }
             }
         }
+        self.replicator.copies_done(server, &current);
         for (chunk_id, version) in adopt {
             tracing::info!(
                 chunk_id,

@@ -161,6 +161,29 @@ impl Replicator {
         }
     }
 
+    /// Targets that reported the copies they were ordered to make, as `(chunk, version)`.
+    /// Counted when the report arrives rather than when the scheduler next looks: by then
+    /// the new replica may already be gone again (found corrupt, or its server dead), and
+    /// the job would wait out `order_timeout` before the chunk could be copied again.
+    pub(crate) fn copies_done(&self, server: ServerId, copies: &[(ChunkId, u64)]) {
+        let mut st = self.state();
+        let now = Instant::now();
+        for (chunk, version) in copies {
+            let Some(job) = st.jobs.get_mut(chunk) else {
+                continue;
+            };
+            if job.version != Some(*version) || !job.targets.contains(&server) {
+                continue;
+            }
+            job.targets.retain(|t| *t != server);
+            let bytes = job.bytes;
+            self.done.fetch_add(1, Ordering::Relaxed);
+            st.completed.push_back((now, bytes));
+            st.release_target(server);
+            self.finish_if_done(&mut st, *chunk);
+        }
+    }
+
     fn finish_if_done(&self, st: &mut State, chunk: ChunkId) {
         if st.jobs.get(&chunk).is_some_and(|j| j.targets.is_empty())
             && let Some(job) = st.jobs.remove(&chunk)
