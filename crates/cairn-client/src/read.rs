@@ -20,7 +20,15 @@ use crate::{Attr, Inner};
 /// Pieces (of ~1 MiB) fetched ahead of the consumer.
 const READ_AHEAD: usize = 8;
 /// Times the chunk locations are fetched again after every replica failed.
-const LOCATION_REFRESHES: usize = 2;
+const LOCATION_REFRESHES: u32 = 5;
+/// Pause before the second refresh, doubling for each one after it (20 ms to 160 ms, about
+/// 0.3 s in all). The first refresh is immediate: the usual cause is a layout the caller
+/// held since before a write or a repair. A second failure in a row usually means the
+/// master is in the middle of moving the chunk to a new version (its replicas already
+/// answer `Stale` to the old one, the new one is not logged yet), which takes a disk sync.
+const REFRESH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long a finished read waits for its stream's closing status.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A stream of a file's bytes, in order.
 pub struct FileReader {
@@ -211,6 +219,9 @@ impl Producer {
                 )));
             }
             refreshes += 1;
+            if refreshes > 1 {
+                tokio::time::sleep(REFRESH_PAUSE * (1 << (refreshes - 1))).await;
+            }
             match self.inner.chunk_locations(self.inode, index, 1).await {
                 Ok((_, _, fresh)) => {
                     self.chunks.retain(|c| c.index != index);
@@ -288,6 +299,10 @@ impl Producer {
                 .map_err(|_| Stop::Closed)?;
             *pos += n;
             if *pos >= end {
+                // The server has sent the whole range; take its closing status too, since
+                // a stream dropped open is reset, and h2 ends a connection (every call on
+                // it) after its 1,024th reset.
+                let _ = tokio::time::timeout(DRAIN_WAIT, stream.message()).await;
                 return Ok(());
             }
         }

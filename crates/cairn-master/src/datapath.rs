@@ -87,15 +87,24 @@ impl Master {
         // Right after a start, "no replica" only means "not reported yet": a reader told
         // so would fail; Unavailable makes it retry until the reports are in (or safe
         // mode times out and a chunk nobody reported is answered as it is).
-        if safe_mode
-            && let Some(c) = chunks
-                .iter()
-                .find(|c| c.chunk_id != 0 && c.replicas.is_empty())
+        if let Some(c) = chunks
+            .iter()
+            .find(|c| c.chunk_id != 0 && c.replicas.is_empty())
         {
-            return Err(MasterError::Unavailable(format!(
-                "chunk {} has not been reported yet (the master is in safe mode)",
-                c.chunk_id
-            )));
+            if safe_mode {
+                return Err(MasterError::Unavailable(format!(
+                    "chunk {} has not been reported yet (the master is in safe mode)",
+                    c.chunk_id
+                )));
+            }
+            // Mid-move the logged version can be ahead of the recorded replicas for a
+            // moment; the reader retries instead of failing.
+            if cluster.moving.contains(&c.chunk_id) {
+                return Err(MasterError::Unavailable(format!(
+                    "chunk {} is moving to a new version; retry",
+                    c.chunk_id
+                )));
+            }
         }
         Ok(pb::GetChunksResponse {
             attr: Some(attr_to_pb(&attr)),
@@ -431,6 +440,11 @@ impl Master {
         let mut cluster = self.cluster();
         if kind == pb::FailureKind::NoSpace {
             cluster.cool_down(req.server_id, NO_SPACE_COOLDOWN);
+        }
+        if kind == pb::FailureKind::Stale && cluster.moving.contains(&req.chunk_id) {
+            // A replica that already moved answers `Stale` to a reader of the old version;
+            // the move itself drops any replica that did not follow.
+            return;
         }
         let holds = cluster
             .replicas(req.chunk_id)

@@ -41,6 +41,25 @@ pub(crate) enum Bump {
     NoReplica,
 }
 
+/// Marks a chunk as moving for as long as it lives (every way out of `advance_version`).
+struct Moving<'a> {
+    master: &'a Master,
+    chunk_id: ChunkId,
+}
+
+impl<'a> Moving<'a> {
+    fn start(master: &'a Master, chunk_id: ChunkId) -> Self {
+        master.cluster().moving.insert(chunk_id);
+        Moving { master, chunk_id }
+    }
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        self.master.cluster().moving.remove(&self.chunk_id);
+    }
+}
+
 impl Master {
     /// Moves the up-to-date replicas among `current` (live holders of `version`) to
     /// `version + 1`. Fails with `Unavailable` when fewer than `min` could move.
@@ -51,6 +70,7 @@ impl Master {
         current: &[ServerId],
         min: usize,
     ) -> Result<Bump, MasterError> {
+        let _moving = Moving::start(self, chunk_id);
         let targets: Vec<(ServerId, String)> = {
             let cluster = self.cluster();
             current

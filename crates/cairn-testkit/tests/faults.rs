@@ -124,6 +124,88 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
     Ok(())
 }
 
+/// Readers that never stop while the master repairs a chunk again and again: each repair
+/// moves the chunk's replicas to a new version, and a reader that asks in the middle of a
+/// move (the old version logged, or the new one logged but not yet recorded) must be told
+/// to retry, never that no replica exists. Each round damages the chunk right after the
+/// last repair ended, so a copy that is lost again at once must not hold up the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_succeed_while_repairs_move_the_chunk_version() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    let data = Bytes::from(pattern(9, 300_000));
+    client.write_all("/hot", data.clone(), false).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (client, data, stop) = (client.clone(), data.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let back = client.read_all("/hot").await?;
+                anyhow::ensure!(back == data, "read {reads} returned wrong bytes");
+                reads += 1;
+            }
+            anyhow::Ok(reads)
+        }));
+    }
+    for round in 0..8 {
+        let (_, chunks) = client.chunks("/hot").await?;
+        let chunk = chunks[0].clone();
+        // Two of the three, so that one good replica is left to move and copy from. Each
+        // damaged replica is read once directly, so that its server finds the damage even
+        // if no reader happens to try it.
+        let mut damaged = Vec::new();
+        for k in 0..2 {
+            let addr = &chunk.replicas[(round + k) % chunk.replicas.len()];
+            let i = (0..cluster.chunkserver_count())
+                .find(|i| &cluster.chunkserver_addr(*i) == addr)
+                .expect("server");
+            let path = replica_file(cluster.chunkserver_dir(i), chunk.chunk_id);
+            flip_byte(&path, 10);
+            damaged.push((path.clone(), std::fs::read(&path)?));
+            let mut cs = ChunkServiceClient::new(cairn_common::grpc::lazy_channel(
+                addr,
+                Duration::from_secs(2),
+            )?);
+            let read = pb::ReadRequest {
+                chunk_id: chunk.chunk_id,
+                version: chunk.version,
+                offset: 0,
+                length: data.len() as u64,
+            };
+            if let Ok(stream) = cs.read(read).await {
+                let mut stream = stream.into_inner();
+                while let Ok(Some(_)) = stream.message().await {}
+            }
+        }
+        wait_until(
+            Duration::from_secs(10),
+            "the damaged replicas removed",
+            || async { damaged.iter().all(|(p, b)| dropped(p, b)) },
+        )
+        .await?;
+        wait_until(
+            Duration::from_secs(20),
+            "the damaged chunk repaired at a new version",
+            || async {
+                client
+                    .chunks("/hot")
+                    .await
+                    .is_ok_and(|(_, c)| c[0].replicas.len() == 3 && c[0].version > chunk.version)
+            },
+        )
+        .await?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let reads = r.await??;
+        assert!(reads > 0, "a reader never finished a read");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn master_crash_keeps_every_acknowledged_operation() -> anyhow::Result<()> {
     init_logging();

@@ -1,11 +1,13 @@
 //! `Posix::read_range`, the in-task read the mount uses for random reads: exact ranges
 //! across chunk boundaries and the end of the file, failover past corrupt replicas, and
-//! an error, never bad bytes, when every replica is corrupt.
+//! an error, never bad bytes, when every replica is corrupt; and many streamed reads on one
+//! connection that all succeed at the first try.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use cairn_testkit::http::{get, samples};
 use cairn_testkit::{TEST_CHUNK_SIZE, TestCluster, init_logging, pattern};
 
 /// Replica files of `chunk_id` on every chunk server.
@@ -87,6 +89,60 @@ async fn read_range_answers_exact_ranges_and_never_bad_bytes() -> anyhow::Result
         bad.is_err(),
         "read {} bytes of a chunk with no good replica",
         bad.map_or(0, |b| b.len())
+    );
+    Ok(())
+}
+
+/// Thousands of streamed range reads through one client, so over one connection to the
+/// chunk server. A stream the client dropped before its closing status was reset, and h2
+/// ends a connection after its 1,024th reset: the reads in flight then failed over and
+/// asked the master for the chunk's locations again. Every read must succeed at the first
+/// try, which the master's count of location requests shows: one per read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streamed_reads_keep_their_connection() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = TestCluster::builder()
+        .chunkservers(1)
+        .goal(1)
+        .start()
+        .await?;
+    let client = cluster.client().await?;
+    // Above the one-answer read's size, so each read is a stream.
+    let data = Bytes::from(pattern(3, cairn_proto::SMALL_READ_BYTES + 40_000));
+    client.write_all("/s", data.clone(), false).await?;
+    let get_chunks = || async {
+        let (_, text) = get(&cluster.master_http_addr(), "/metrics").await?;
+        let m = samples(&text)?;
+        anyhow::Ok(
+            m.get("cairn_master_rpc_requests_total{code=Ok,method=Master/GetChunks}")
+                .copied()
+                .unwrap_or(0.0),
+        )
+    };
+    let before = get_chunks().await?;
+    const TASKS: usize = 4;
+    const READS: usize = 1000;
+    for _ in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..TASKS {
+            let (client, data) = (client.clone(), data.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..READS {
+                    anyhow::ensure!(client.read_all("/s").await? == data, "wrong bytes");
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+    }
+    let asked = get_chunks().await? - before;
+    assert_eq!(
+        asked,
+        (3 * TASKS * READS) as f64,
+        "location requests for {} reads",
+        3 * TASKS * READS
     );
     Ok(())
 }

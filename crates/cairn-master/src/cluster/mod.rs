@@ -12,7 +12,7 @@ mod chunk_set;
 mod replica_map;
 mod replicas;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cairn_proto::pb;
@@ -64,6 +64,11 @@ pub struct Cluster {
     pub orphans: HashMap<(ServerId, ChunkId), Instant>,
     /// Chunks whose replica set changed since the re-replication scheduler last looked.
     pub attention: ChunkSet,
+    /// Chunks whose replicas are moving to a new version right now (`advance_version`).
+    /// Until the move is logged and recorded here, the namespace's version and this map's
+    /// can disagree, so a reader may be told of no replica, or see a moved one answer
+    /// `Stale`; neither means the data is gone.
+    pub moving: HashSet<ChunkId>,
     /// Servers that reported a full disk take no new replicas until then.
     cooldown: HashMap<ServerId, Instant>,
     /// When `drop_expired_leases` next scans (unix ms).
