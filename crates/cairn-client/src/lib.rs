@@ -500,6 +500,7 @@ impl Client {
             attr,
             r.chunk_size,
             r.chunks,
+            None,
             offset,
             len,
         ))

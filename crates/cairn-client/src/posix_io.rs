@@ -14,6 +14,7 @@ use cairn_proto::{ErrorKind, pb};
 
 use crate::error::{Error, Result};
 use crate::posix::Posix;
+use crate::read::SharedLocations;
 use crate::session::LockKind;
 use crate::write::Payload;
 use crate::{Attr, FileReader};
@@ -23,26 +24,21 @@ use crate::{Attr, FileReader};
 pub struct Layout {
     pub attr: Attr,
     pub chunk_size: u64,
-    chunks: Vec<pb::ChunkLocation>,
+    /// Shared by clones, and kept current by the reads through it (see `SharedLocations`).
+    chunks: SharedLocations,
 }
 
 impl Layout {
     /// The known chunks that `[offset, offset + len)`, clipped to the file's size, touches.
     fn chunks_for(&self, offset: u64, len: u64) -> Vec<pb::ChunkLocation> {
         let end = offset.saturating_add(len).min(self.attr.size);
-        let (first, last) = (offset / self.chunk_size, end / self.chunk_size);
         self.chunks
-            .iter()
-            .filter(|c| c.index >= first && c.index <= last)
-            .cloned()
-            .collect()
+            .range(offset / self.chunk_size, end / self.chunk_size)
     }
 
     /// Whether chunk slot `index` is known to hold data (it may have been written since).
     pub fn has_chunk(&self, index: u64) -> bool {
-        self.chunks
-            .iter()
-            .any(|c| c.index == index && c.chunk_id != 0)
+        self.chunks.has_chunk(index)
     }
 }
 
@@ -84,7 +80,7 @@ impl Posix {
         Ok(Layout {
             attr,
             chunk_size,
-            chunks,
+            chunks: SharedLocations::new(chunks),
         })
     }
 
@@ -97,6 +93,7 @@ impl Posix {
             layout.attr.clone(),
             layout.chunk_size,
             chunks,
+            Some(layout.chunks.clone()),
             offset,
             len,
         )
@@ -112,6 +109,7 @@ impl Posix {
             &layout.attr,
             layout.chunk_size,
             chunks,
+            Some(layout.chunks.clone()),
             offset,
             len,
         )

@@ -8,7 +8,7 @@
 //! is checked against the CRC32C the server sent, so bytes damaged in transit never reach
 //! the caller either.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use cairn_proto::{DATA_PIECE_BYTES, ErrorKind, SMALL_READ_BYTES, pb};
@@ -30,6 +30,55 @@ const REFRESH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 /// How long a finished read waits for its stream's closing status.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Chunk locations a caller keeps between reads (a mount's open file). A reader that had
+/// to ask the master again writes what it got back, so that the caller's next read does
+/// not start from the replicas that just answered `Stale` (after a repair or another
+/// client's write moved the chunk to a new version).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLocations(Arc<Mutex<Vec<pb::ChunkLocation>>>);
+
+impl SharedLocations {
+    pub(crate) fn new(chunks: Vec<pb::ChunkLocation>) -> Self {
+        SharedLocations(Arc::new(Mutex::new(chunks)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<pb::ChunkLocation>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The known chunks with index in `first..=last`.
+    pub(crate) fn range(&self, first: u64, last: u64) -> Vec<pb::ChunkLocation> {
+        self.lock()
+            .iter()
+            .filter(|c| c.index >= first && c.index <= last)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether chunk slot `index` is known to hold data.
+    pub(crate) fn has_chunk(&self, index: u64) -> bool {
+        self.lock()
+            .iter()
+            .any(|c| c.index == index && c.chunk_id != 0)
+    }
+
+    /// Takes the master's fresh answer for slot `index`, unless a newer one is already
+    /// there (another reader's).
+    fn update(&self, index: u64, fresh: &[pb::ChunkLocation]) {
+        let mut chunks = self.lock();
+        let newer_here = chunks.iter().any(|c| {
+            c.index == index
+                && fresh
+                    .iter()
+                    .any(|f| f.chunk_id == c.chunk_id && f.version < c.version)
+        });
+        if !newer_here {
+            chunks.retain(|c| c.index != index);
+            chunks.extend(fresh.iter().filter(|f| f.index == index).cloned());
+        }
+    }
+}
+
 /// A stream of a file's bytes, in order.
 pub struct FileReader {
     attr: Attr,
@@ -42,10 +91,11 @@ impl FileReader {
         attr: Attr,
         chunk_size: u64,
         chunks: Vec<pb::ChunkLocation>,
+        shared: Option<SharedLocations>,
         offset: u64,
         len: u64,
     ) -> FileReader {
-        let (produce, rx) = pipe(inner, &attr, chunk_size, chunks, offset, len);
+        let (produce, rx) = pipe(inner, &attr, chunk_size, (chunks, shared), offset, len);
         tokio::spawn(produce);
         FileReader { attr, rx }
     }
@@ -82,10 +132,11 @@ pub(crate) async fn read_in_place(
     attr: &Attr,
     chunk_size: u64,
     chunks: Vec<pb::ChunkLocation>,
+    shared: Option<SharedLocations>,
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
-    let (produce, mut rx) = pipe(inner, attr, chunk_size, chunks, offset, len);
+    let (produce, mut rx) = pipe(inner, attr, chunk_size, (chunks, shared), offset, len);
     // Polled together in this task: the producer never waits on a consumer that is not
     // running, whatever the number of pieces.
     let collect = async move {
@@ -109,11 +160,12 @@ pub(crate) async fn read_in_place(
 
 /// The work that fetches `[offset, offset + len)` (clipped to the file's size) piece by
 /// piece, and the channel its pieces arrive on (bounded: the work waits for a reader).
+/// `chunks` are the locations to start from, and where to write fresh ones back.
 fn pipe(
     inner: Arc<Inner>,
     attr: &Attr,
     chunk_size: u64,
-    chunks: Vec<pb::ChunkLocation>,
+    (chunks, shared): (Vec<pb::ChunkLocation>, Option<SharedLocations>),
     offset: u64,
     len: u64,
 ) -> (
@@ -127,6 +179,7 @@ fn pipe(
         inode: attr.inode,
         chunk_size,
         chunks,
+        shared,
         tx,
     };
     (producer.run(offset, end), rx)
@@ -137,6 +190,7 @@ struct Producer {
     inode: u64,
     chunk_size: u64,
     chunks: Vec<pb::ChunkLocation>,
+    shared: Option<SharedLocations>,
     tx: mpsc::Sender<Result<Bytes>>,
 }
 
@@ -224,6 +278,9 @@ impl Producer {
             }
             match self.inner.chunk_locations(self.inode, index, 1).await {
                 Ok((_, _, fresh)) => {
+                    if let Some(shared) = &self.shared {
+                        shared.update(index, &fresh);
+                    }
                     self.chunks.retain(|c| c.index != index);
                     self.chunks.extend(fresh);
                 }

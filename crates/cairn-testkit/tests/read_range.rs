@@ -1,14 +1,27 @@
 //! `Posix::read_range`, the in-task read the mount uses for random reads: exact ranges
 //! across chunk boundaries and the end of the file, failover past corrupt replicas, and
-//! an error, never bad bytes, when every replica is corrupt; and many streamed reads on one
-//! connection that all succeed at the first try.
+//! an error, never bad bytes, when every replica is corrupt; a layout kept across a
+//! repair; and many streamed reads on one connection that all succeed at the first try.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use std::time::Duration;
+
+use cairn_proto::pb;
+use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
 use cairn_testkit::http::{get, samples};
-use cairn_testkit::{TEST_CHUNK_SIZE, TestCluster, init_logging, pattern};
+use cairn_testkit::{TEST_CHUNK_SIZE, TestCluster, init_logging, pattern, wait_until};
+
+/// Location requests (`GetChunks`) the master has answered.
+async fn location_requests(cluster: &TestCluster) -> anyhow::Result<f64> {
+    let (_, text) = get(&cluster.master_http_addr(), "/metrics").await?;
+    Ok(samples(&text)?
+        .get("cairn_master_rpc_requests_total{code=Ok,method=Master/GetChunks}")
+        .copied()
+        .unwrap_or(0.0))
+}
 
 /// Replica files of `chunk_id` on every chunk server.
 fn replica_files(cluster: &TestCluster, chunk_id: u64) -> Vec<PathBuf> {
@@ -110,16 +123,7 @@ async fn streamed_reads_keep_their_connection() -> anyhow::Result<()> {
     // Above the one-answer read's size, so each read is a stream.
     let data = Bytes::from(pattern(3, cairn_proto::SMALL_READ_BYTES + 40_000));
     client.write_all("/s", data.clone(), false).await?;
-    let get_chunks = || async {
-        let (_, text) = get(&cluster.master_http_addr(), "/metrics").await?;
-        let m = samples(&text)?;
-        anyhow::Ok(
-            m.get("cairn_master_rpc_requests_total{code=Ok,method=Master/GetChunks}")
-                .copied()
-                .unwrap_or(0.0),
-        )
-    };
-    let before = get_chunks().await?;
+    let before = location_requests(&cluster).await?;
     const TASKS: usize = 4;
     const READS: usize = 1000;
     for _ in 0..3 {
@@ -137,12 +141,87 @@ async fn streamed_reads_keep_their_connection() -> anyhow::Result<()> {
             t.await??;
         }
     }
-    let asked = get_chunks().await? - before;
+    let asked = location_requests(&cluster).await? - before;
     assert_eq!(
         asked,
         (3 * TASKS * READS) as f64,
         "location requests for {} reads",
         3 * TASKS * READS
+    );
+    Ok(())
+}
+
+/// A mount keeps a file's layout while the file is open. When a repair moves a chunk to a
+/// new version, the first read through the old layout finds its replicas `Stale` and asks
+/// the master again; the layout takes the answer, so the reads after it (through any clone
+/// of it) go straight to the moved replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layout_follows_a_repair() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = TestCluster::builder().start().await?;
+    let client = cluster.client().await?;
+    let data = Bytes::from(pattern(5, 100_000));
+    let attr = client.write_all("/r", data.clone(), false).await?;
+    let posix = client.posix();
+    let layout = posix.layout(attr.inode).await?;
+    let copy = layout.clone();
+    assert!(posix.read_range(&layout, 0, 4096).await? == data[..4096]);
+
+    // Damage one replica, have its server find it, and wait for the repair.
+    let (_, chunks) = client.chunks("/r").await?;
+    let chunk = chunks[0].clone();
+    let i = (0..cluster.chunkserver_count())
+        .find(|i| cluster.chunkserver_addr(*i) == chunk.replicas[0])
+        .ok_or_else(|| anyhow::anyhow!("no server at {}", chunk.replicas[0]))?;
+    let file = replica_files(&cluster, chunk.chunk_id)
+        .into_iter()
+        .find(|f| f.starts_with(cluster.chunkserver_dir(i)))
+        .ok_or_else(|| anyhow::anyhow!("no replica file on server {i}"))?;
+    corrupt_tail(&file)?;
+    let mut cs = ChunkServiceClient::new(cairn_common::grpc::lazy_channel(
+        &chunk.replicas[0],
+        Duration::from_secs(2),
+    )?);
+    let check = pb::ReadRequest {
+        chunk_id: chunk.chunk_id,
+        version: chunk.version,
+        offset: 0,
+        length: data.len() as u64,
+    };
+    assert!(
+        cs.read_small(check).await.is_err(),
+        "the damage went unseen"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the chunk repaired at a new version",
+        || async {
+            client
+                .chunks("/r")
+                .await
+                .is_ok_and(|(_, c)| c[0].replicas.len() == 3 && c[0].version > chunk.version)
+        },
+    )
+    .await?;
+
+    let before = location_requests(&cluster).await?;
+    assert!(posix.read_range(&layout, 4096, 4096).await? == data[4096..8192]);
+    let after_first = location_requests(&cluster).await?;
+    assert_eq!(after_first - before, 1.0, "the first read asks once");
+    for k in 0..10 {
+        let off = 10_000 * k;
+        assert!(posix.read_range(&copy, off as u64, 500).await? == data[off..off + 500]);
+    }
+    let mut reader = posix.reader(&layout, 0, data.len() as u64);
+    let mut back = Vec::new();
+    while let Some(piece) = reader.next().await? {
+        back.extend_from_slice(&piece);
+    }
+    assert!(back == data);
+    assert_eq!(
+        location_requests(&cluster).await?,
+        after_first,
+        "reads after the first went to the old replicas again"
     );
     Ok(())
 }
