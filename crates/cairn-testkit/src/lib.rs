@@ -395,6 +395,22 @@ where
     }
 }
 
+/// Waits (up to 20 s) until the first chunk of `path` has three replicas at a version
+/// above `version`: the master repaired it, which moves the chunk to a new version.
+pub async fn wait_for_repair(client: &Client, path: &str, version: u64) -> anyhow::Result<()> {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("the first chunk of {path} repaired at a version above {version}"),
+        || async {
+            client.chunks(path).await.is_ok_and(|(_, c)| {
+                c.first()
+                    .is_some_and(|c| c.replicas.len() == 3 && c.version > version)
+            })
+        },
+    )
+    .await
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so data is non-trivial and reproducible.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed | 1;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use cairn_proto::pb;
 use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
 use cairn_proto::pb::master_client::MasterClient;
-use cairn_testkit::{TestCluster, init_logging, pattern, wait_until};
+use cairn_testkit::{TestCluster, init_logging, pattern, wait_for_repair, wait_until};
 
 /// The replica file of `chunk` on the chunk server whose data dir is `dir`.
 fn replica_file(dir: &std::path::Path, chunk: u64) -> PathBuf {
@@ -74,17 +74,7 @@ async fn corrupt_replicas_are_never_served_and_reads_still_succeed() -> anyhow::
     .await?;
     // The master copies the chunk back to its goal from the good replica, at a new
     // version, so the chunk is whole again.
-    wait_until(
-        Duration::from_secs(20),
-        "the chunk re-replicated to its goal",
-        || async {
-            client
-                .chunks("/f")
-                .await
-                .is_ok_and(|(_, c)| c[0].replicas.len() == 3 && c[0].version > chunk.version)
-        },
-    )
-    .await?;
+    wait_for_repair(&client, "/f", chunk.version).await?;
     assert!(client.status().await?.corrupt_replicas_found >= 2);
     assert!(
         client.read_all("/f").await? == data,
@@ -186,17 +176,7 @@ async fn reads_succeed_while_repairs_move_the_chunk_version() -> anyhow::Result<
             || async { damaged.iter().all(|(p, b)| dropped(p, b)) },
         )
         .await?;
-        wait_until(
-            Duration::from_secs(20),
-            "the damaged chunk repaired at a new version",
-            || async {
-                client
-                    .chunks("/hot")
-                    .await
-                    .is_ok_and(|(_, c)| c[0].replicas.len() == 3 && c[0].version > chunk.version)
-            },
-        )
-        .await?;
+        wait_for_repair(&client, "/hot", chunk.version).await?;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {

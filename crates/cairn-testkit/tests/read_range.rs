@@ -12,7 +12,7 @@ use std::time::Duration;
 use cairn_proto::pb;
 use cairn_proto::pb::chunk_service_client::ChunkServiceClient;
 use cairn_testkit::http::{get, samples};
-use cairn_testkit::{TEST_CHUNK_SIZE, TestCluster, init_logging, pattern, wait_until};
+use cairn_testkit::{TEST_CHUNK_SIZE, TestCluster, init_logging, pattern, wait_for_repair};
 
 /// Location requests (`GetChunks`) the master has answered.
 async fn location_requests(cluster: &TestCluster) -> anyhow::Result<f64> {
@@ -192,17 +192,7 @@ async fn a_layout_follows_a_repair() -> anyhow::Result<()> {
         cs.read_small(check).await.is_err(),
         "the damage went unseen"
     );
-    wait_until(
-        Duration::from_secs(20),
-        "the chunk repaired at a new version",
-        || async {
-            client
-                .chunks("/r")
-                .await
-                .is_ok_and(|(_, c)| c[0].replicas.len() == 3 && c[0].version > chunk.version)
-        },
-    )
-    .await?;
+    wait_for_repair(&client, "/r", chunk.version).await?;
 
     let before = location_requests(&cluster).await?;
     assert!(posix.read_range(&layout, 4096, 4096).await? == data[4096..8192]);
