@@ -131,7 +131,8 @@ until_ok 30 mountpoint -q "$BASE/cairn-mnt" || { echo "cairn mount failed" >&2; 
 # leaves running in the background (MooseFS deletes a removed file's chunks after the
 # fact; Cairn's servers remove replicas and checkpoint their journals) must not land in
 # the next side's timings. Quiet: under 1 MiB read and written per second, all devices.
-disk_sectors() { awk '{ s += $6 + $10 } END { print s }' /proc/diskstats; }
+# printf: awk prints a large sum as 2.3e+09, which shell arithmetic rejects.
+disk_sectors() { awk '{ s += $6 + $10 } END { printf "%.0f\n", s }' /proc/diskstats; }
 quiet() {
   local prev cur still=0 i
   prev=$(disk_sectors)
