@@ -34,7 +34,7 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// to ask the master again writes what it got back, so that the caller's next read does
 /// not start from the replicas that just answered `Stale` (after a repair or another
 /// client's write moved the chunk to a new version).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct SharedLocations(Arc<Mutex<Vec<pb::ChunkLocation>>>);
 
 impl SharedLocations {
@@ -95,7 +95,7 @@ impl FileReader {
         offset: u64,
         len: u64,
     ) -> FileReader {
-        let (produce, rx) = pipe(inner, &attr, chunk_size, (chunks, shared), offset, len);
+        let (produce, rx) = pipe(inner, &attr, chunk_size, chunks, shared, offset, len);
         tokio::spawn(produce);
         FileReader { attr, rx }
     }
@@ -136,7 +136,7 @@ pub(crate) async fn read_in_place(
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
-    let (produce, mut rx) = pipe(inner, attr, chunk_size, (chunks, shared), offset, len);
+    let (produce, mut rx) = pipe(inner, attr, chunk_size, chunks, shared, offset, len);
     // Polled together in this task: the producer never waits on a consumer that is not
     // running, whatever the number of pieces.
     let collect = async move {
@@ -160,12 +160,13 @@ pub(crate) async fn read_in_place(
 
 /// The work that fetches `[offset, offset + len)` (clipped to the file's size) piece by
 /// piece, and the channel its pieces arrive on (bounded: the work waits for a reader).
-/// `chunks` are the locations to start from, and where to write fresh ones back.
+/// `chunks` are the locations to start from; fresh ones are written back to `shared`.
 fn pipe(
     inner: Arc<Inner>,
     attr: &Attr,
     chunk_size: u64,
-    (chunks, shared): (Vec<pb::ChunkLocation>, Option<SharedLocations>),
+    chunks: Vec<pb::ChunkLocation>,
+    shared: Option<SharedLocations>,
     offset: u64,
     len: u64,
 ) -> (
